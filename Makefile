@@ -1,0 +1,51 @@
+# FreshRank: `make demo` runs the nightly pipeline on a simulated shop; `make test` tests it.
+# Both set everything up first (virtualenv, Python packages, Java 17) when it is missing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+DAYS ?= 3
+PYSPARK_PIN := $(shell grep -E '^pyspark==' requirements.txt)
+
+export FRESHRANK_HOME := $(CURDIR)
+export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
+export AIRFLOW_CONFIG ?= $(CURDIR)/airflow.cfg
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export GIT_PYTHON_REFRESH := quiet
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup java demo test lint format clean
+setup: java $(VENV)/.installed
+
+java:
+	@scripts/ensure_java.sh
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	@echo "== installing Python packages into $(VENV) (a few minutes the first time)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	# The Spark provider's pyspark-client overwrites files of pyspark: restore the pinned one.
+	$(BIN)/pip install -q --force-reinstall --no-deps "$(PYSPARK_PIN)"
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -c "import pyspark, sys; v = pyspark.__version__; sys.exit(0 if '$(PYSPARK_PIN)'.endswith(v) else 'pyspark ' + v)"
+	touch $@
+
+demo: setup
+	$(BIN)/python -m jobs.demo --days $(DAYS)
+
+test: setup lint
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf var

@@ -1,0 +1,130 @@
+"""Where every stage reads and writes, derived from the data root and the logical date.
+
+Layout under the data root (see README, "Data layout"):
+
+    raw/events/dt=<ds>/part-*.jsonl[.gz]   the day's delta, as delivered
+    raw/items/dt=<ds>/*.jsonl[.gz]         catalog changes of the day
+    clean/events/dt=<ds>/                  deduplicated valid events (Parquet)
+    quarantine/events/dt=<ds>/             rejected rows with a reason column (Parquet)
+    quarantine/items/dt=<ds>/
+    state/items/dt=<ds>/                   catalog snapshot after the day (Parquet)
+    examples/dt=<ds>/                      labelled, hashed training examples (Parquet)
+    runs/dt=<ds>/<stage>.json              what each stage did, with counts and timings
+    models/dt=<ds>/                        candidate models of the day
+
+Paths given by users (CLI arguments, DAG Params) must stay inside the data root:
+:func:`inside` checks that.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+
+def check_ds(ds: str) -> str:
+    """Return ``ds`` if it is a YYYY-MM-DD date, else raise a clear error."""
+    try:
+        dt.date.fromisoformat(ds)
+    except (TypeError, ValueError):
+        raise ValueError(f"logical date must be YYYY-MM-DD, got {ds!r}") from None
+    if len(ds) != 10:
+        raise ValueError(f"logical date must be YYYY-MM-DD, got {ds!r}")
+    return ds
+
+
+def shift_ds(ds: str, days: int) -> str:
+    return (dt.date.fromisoformat(ds) + dt.timedelta(days=days)).isoformat()
+
+
+def inside(root: Path, path: Path) -> Path:
+    """Resolve ``path`` and refuse it unless it lies under ``root`` (no path traversal)."""
+    root = Path(root).resolve()
+    resolved = Path(path).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ValueError(f"path {path} is outside the data root {root}")
+    return resolved
+
+
+class Layout:
+    def __init__(self, data_root: Path):
+        self.root = Path(data_root)
+
+    def _day(self, *parts: str, ds: str) -> Path:
+        return self.root.joinpath(*parts, f"dt={check_ds(ds)}")
+
+    def raw_events(self, ds: str) -> Path:
+        return self._day("raw", "events", ds=ds)
+
+    def raw_items(self, ds: str) -> Path:
+        return self._day("raw", "items", ds=ds)
+
+    def clean_events(self, ds: str) -> Path:
+        return self._day("clean", "events", ds=ds)
+
+    def quarantine_events(self, ds: str) -> Path:
+        return self._day("quarantine", "events", ds=ds)
+
+    def quarantine_items(self, ds: str) -> Path:
+        return self._day("quarantine", "items", ds=ds)
+
+    def item_state(self, ds: str) -> Path:
+        return self._day("state", "items", ds=ds)
+
+    def examples(self, ds: str) -> Path:
+        return self._day("examples", ds=ds)
+
+    def run_dir(self, ds: str) -> Path:
+        return self._day("runs", ds=ds)
+
+    def model_dir(self, ds: str) -> Path:
+        return self._day("models", ds=ds)
+
+    def processed_days(self, kind: str = "examples") -> list[str]:
+        """Logical dates that have a complete partition of ``kind``, oldest first."""
+        base = self.root / kind
+        if not base.exists():
+            return []
+        return sorted(
+            p.name[3:]
+            for p in base.iterdir()
+            if p.name.startswith("dt=") and (p / "_SUCCESS").exists()
+        )
+
+    def latest_before(self, kind: str, ds: str) -> str | None:
+        days = [d for d in self.processed_days(kind) if d < ds]
+        return days[-1] if days else None
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """Write JSON atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def staging_dir(final: Path) -> Path:
+    """A fresh sibling directory to write into before :func:`publish_dir`."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return final.with_name(f".{final.name}.{uuid.uuid4().hex}.staging")
+
+
+def publish_dir(staging: Path, final: Path) -> None:
+    """Replace ``final`` with ``staging`` in whole, so a rerun replaces and never mixes."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.{uuid.uuid4().hex}.old")
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

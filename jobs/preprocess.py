@@ -1,0 +1,483 @@
+"""Turn one day's raw delta into clean events, a catalog snapshot and labelled examples.
+
+Run it with ``python -m jobs.preprocess --ds 2026-11-20`` or from the nightly DAG. Reads
+``raw/events/dt=<ds>`` and ``raw/items/dt=<ds>`` (JSON lines, optionally gzipped) under the
+data root and writes, each partition replaced in whole:
+
+* ``clean/events/dt=<ds>``: valid events, deduplicated by ``event_id``;
+* ``quarantine/events/dt=<ds>`` and ``quarantine/items/dt=<ds>``: rejected rows with a
+  ``reason`` column and the raw line where it could not be parsed;
+* ``state/items/dt=<ds>``: the catalog after the day's changes (previous snapshot + delta);
+* ``examples/dt=<ds>``: one row per (request, item) with hashed ids, dense features,
+  click/purchase labels and a train/holdout split;
+* ``runs/dt=<ds>/preprocess.json``: counts that reconcile
+  (``rows_in == clean + quarantined + duplicates``) and timings.
+
+Rules (documented in README, "Preprocessing rules"):
+
+* an event is quarantined, with the first matching reason, when the line is not valid JSON or
+  a field has the wrong type, a key (event_id, event_type, user_id, item_id, event_time) is
+  missing, the type is unknown, the time cannot be parsed, lies more than
+  ``future_slack_minutes`` after the end of the day, or more than ``max_late_days`` before
+  its start, or the price or position is negative;
+* duplicates by ``event_id`` keep the earliest copy; late events (stamped before the logical
+  day but within ``max_late_days``) are kept in the day they arrive unless an event with the
+  same id was already cleaned on an earlier day, in which case they count as duplicates;
+* labels: an impression is clicked (purchased) when a click (purchase) with the same
+  ``request_id`` and ``item_id`` exists that day. Logs without impressions get, for each
+  positive (user, item), ``negatives_per_positive`` negatives drawn, with a seeded hash,
+  from the day's positive events, so popular items are drawn more often (as in
+  popularity-sampled negatives for implicit feedback).
+
+I/O (``read_*``/``write_*``) is kept apart from the pure DataFrame transforms, which the
+tests call on tiny frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import time
+from pathlib import Path
+
+from jobs import features
+from jobs.layout import Layout, check_ds, publish_dir, shift_ds, staging_dir, write_json
+from jobs.settings import PreprocessSettings, Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = ("impression", "click", "add_to_cart", "purchase")
+POSITIVE_TYPES = ("click", "add_to_cart", "purchase")
+EVENT_FIELDS = (
+    ("event_id", "string"),
+    ("event_time", "string"),
+    ("event_type", "string"),
+    ("user_id", "string"),
+    ("session_id", "string"),
+    ("request_id", "string"),
+    ("query", "string"),
+    ("item_id", "string"),
+    ("position", "long"),
+    ("price", "double"),
+)
+ITEM_FIELDS = (
+    ("item_id", "string"),
+    ("title", "string"),
+    ("category", "string"),
+    ("brand", "string"),
+    ("price", "double"),
+    ("launch_date", "string"),
+)
+CORRUPT = "_corrupt_record"
+
+
+class MissingDeltaError(FileNotFoundError):
+    """The day's raw delta is not there (yet)."""
+
+
+def _schema(fields):
+    from pyspark.sql import types as T
+
+    names = {"string": T.StringType(), "long": T.LongType(), "double": T.DoubleType()}
+    return T.StructType(
+        [T.StructField(n, names[t], True) for n, t in fields]
+        + [T.StructField(CORRUPT, T.StringType(), True)]
+    )
+
+
+def data_files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return []
+    return sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(("_", ".")) and ".json" in p.name
+    )
+
+
+# --- read -------------------------------------------------------------------------------
+def read_json_lines(spark, path: Path, fields):
+    """Parse JSON lines by an explicit schema; bad lines keep their text in ``_corrupt_record``"""
+    from pyspark.sql import functions as F
+
+    df = (
+        spark.read.schema(_schema(fields))
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT)
+        .json(str(path))
+        .withColumn("source_file", F.input_file_name())
+    )
+    # Spark refuses queries on the corrupt-record column of an uncached JSON scan.
+    return df.cache()
+
+
+def read_previous_event_ids(spark, layout: Layout, ds: str, days: int):
+    """Event ids cleaned on the ``days`` days before ``ds`` (to drop re-delivered late events)."""
+    paths = [
+        str(layout.clean_events(d))
+        for d in layout.processed_days("clean/events")
+        if shift_ds(ds, -days) <= d < ds
+    ]
+    if not paths:
+        return None
+    return spark.read.parquet(*paths).select("event_id")
+
+
+def read_previous_item_state(spark, layout: Layout, ds: str):
+    prev = layout.latest_before("state/items", ds)
+    return spark.read.parquet(str(layout.item_state(prev))) if prev else None
+
+
+# --- transforms (pure) ------------------------------------------------------------------
+def quarantine_reason_events(df, ds: str, cfg: PreprocessSettings):
+    """Add ``reason``: why an event row is rejected, or null when it is valid."""
+    from pyspark.sql import functions as F
+
+    day_start = dt.datetime.fromisoformat(ds)
+    latest = day_start + dt.timedelta(days=1, minutes=cfg.future_slack_minutes)
+    earliest = day_start - dt.timedelta(days=cfg.max_late_days)
+    ts = F.to_timestamp("event_time")
+    blank = lambda c: F.col(c).isNull() | (F.trim(F.col(c)) == "")  # noqa: E731
+    checks = [
+        (F.col(CORRUPT).isNotNull(), "malformed_line"),
+        (blank("event_id"), "null_event_id"),
+        (blank("event_type"), "null_event_type"),
+        (~F.col("event_type").isin(*EVENT_TYPES), "unknown_event_type"),
+        (blank("user_id"), "null_user_id"),
+        (blank("item_id"), "null_item_id"),
+        (blank("event_time") | ts.isNull(), "bad_event_time"),
+        (ts > F.lit(latest), "future_event_time"),
+        (ts < F.lit(earliest), "too_late"),
+        (F.col("price") < 0, "negative_price"),
+        (F.col("position") < 0, "negative_position"),
+    ]
+    reason = F.lit(None).cast("string")
+    for cond, name in reversed(checks):
+        reason = F.when(cond, F.lit(name)).otherwise(reason)
+    return df.withColumn("reason", reason).withColumn("event_ts", ts)
+
+
+def dedupe_events(valid, previous_ids=None):
+    """Keep the earliest copy of each event id; drop ids already cleaned on earlier days.
+
+    Returns ``(clean, duplicates)``.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.partitionBy("event_id").orderBy("event_ts", "source_file", "event_type")
+    ranked = valid.withColumn("_rank", F.row_number().over(order))
+    first = ranked.filter("_rank = 1").drop("_rank")
+    dupes = ranked.filter("_rank > 1").drop("_rank")
+    if previous_ids is not None:
+        seen = previous_ids.withColumn("_seen", F.lit(True)).dropDuplicates(["event_id"])
+        first = first.join(seen, "event_id", "left")
+        dupes = dupes.unionByName(first.filter("_seen").drop("_seen"))
+        first = first.filter(F.col("_seen").isNull()).drop("_seen")
+    return first, dupes
+
+
+def clean_event_columns(clean, ds: str):
+    from pyspark.sql import functions as F
+
+    return clean.select(
+        "event_id",
+        F.col("event_ts").alias("event_time"),
+        "event_type",
+        "user_id",
+        "session_id",
+        "request_id",
+        "query",
+        "item_id",
+        "position",
+        "price",
+        (F.to_date("event_ts") < F.lit(ds).cast("date")).alias("is_late"),
+        F.lit(ds).alias("ds"),
+    )
+
+
+def merge_item_state(previous, changes):
+    """Catalog after the day: previous snapshot with the day's changes applied per item."""
+    from pyspark.sql import functions as F
+
+    cols = [n for n, _ in ITEM_FIELDS]
+    changes = changes.select(*cols)
+    if previous is None:
+        return changes
+    prev = previous.select(*cols).alias("p")
+    new = changes.alias("n")
+    merged = prev.join(new, F.col("p.item_id") == F.col("n.item_id"), "full_outer")
+    return merged.select(
+        F.coalesce("n.item_id", "p.item_id").alias("item_id"),
+        *[F.coalesce(f"n.{c}", f"p.{c}").alias(c) for c in cols if c != "item_id"],
+    )
+
+
+def clean_items(items):
+    """Split raw catalog rows into (valid deduplicated changes, quarantined rows with reason)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    reason = (
+        F.when(F.col(CORRUPT).isNotNull(), "malformed_line")
+        .when(F.col("item_id").isNull() | (F.trim("item_id") == ""), "null_item_id")
+        .when(F.col("price") < 0, "negative_price")
+    )
+    tagged = items.withColumn("reason", reason)
+    bad = tagged.filter(F.col("reason").isNotNull())
+    # The last line of a delivery wins when an item changes twice in one day.
+    order = Window.partitionBy("item_id").orderBy(F.monotonically_increasing_id().desc())
+    good = (
+        tagged.filter(F.col("reason").isNull())
+        .withColumn("_rank", F.row_number().over(order))
+        .filter("_rank = 1")
+        .drop("_rank", "reason")
+    )
+    return good, bad
+
+
+def label_impressions(events):
+    """One row per shown (request, item) with click/purchase labels from the same request."""
+    from pyspark.sql import functions as F
+
+    shown = (
+        events.filter((F.col("event_type") == "impression") & F.col("request_id").isNotNull())
+        .groupBy("request_id", "item_id")
+        .agg(
+            F.first("user_id").alias("user_id"),
+            F.first("query", ignorenulls=True).alias("query"),
+            F.min("position").alias("position"),
+            F.first("price", ignorenulls=True).alias("price"),
+        )
+    )
+    outcomes = (
+        events.filter(F.col("event_type").isin(*POSITIVE_TYPES) & F.col("request_id").isNotNull())
+        .groupBy("request_id", "item_id")
+        .agg(
+            F.max((F.col("event_type") == "click").cast("int")).alias(features.LABEL),
+            F.max((F.col("event_type") == "purchase").cast("int")).alias(features.PURCHASE_LABEL),
+        )
+    )
+    return shown.join(outcomes, ["request_id", "item_id"], "left").fillna(
+        0, [features.LABEL, features.PURCHASE_LABEL]
+    )
+
+
+def sample_negatives(events, k: int, seed: int):
+    """Labelled rows for logs without impressions: positives plus ``k`` sampled negatives each.
+
+    A positive is a (user, item) with a click, add-to-cart or purchase in a request (or
+    session when there is no request id). Negatives are drawn from the day's positive events
+    by a seeded hash, so an item is drawn in proportion to its popularity that day.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    acts = events.filter(F.col("event_type").isin(*POSITIVE_TYPES)).withColumn(
+        "group_id", F.coalesce("request_id", "session_id", "user_id")
+    )
+    positives = acts.groupBy("group_id", "user_id", "item_id").agg(
+        F.first("query", ignorenulls=True).alias("query"),
+        F.first("price", ignorenulls=True).alias("price"),
+        F.lit(1).alias(features.LABEL),
+        F.max((F.col("event_type") == "purchase").cast("int")).alias(features.PURCHASE_LABEL),
+    )
+    pool = acts.select(
+        F.col("item_id").alias("neg_item_id"), F.col("price").alias("neg_price")
+    ).withColumn("_idx", F.row_number().over(Window.orderBy("neg_item_id")) - 1)
+    n_pool = pool.count()
+    if n_pool == 0:
+        return positives.withColumn("position", F.lit(None).cast("long")).withColumnRenamed(
+            "group_id", "request_id"
+        )
+    draws = positives.select("group_id", "user_id", "query").withColumn(
+        "_j", F.explode(F.sequence(F.lit(1), F.lit(k)))
+    )
+    draws = draws.withColumn(
+        "_idx",
+        F.pmod(F.xxhash64(F.lit(seed), "group_id", "user_id", "_j"), F.lit(n_pool)),
+    ).join(pool, "_idx")
+    negatives = (
+        draws.select(
+            "group_id",
+            "user_id",
+            F.col("neg_item_id").alias("item_id"),
+            "query",
+            F.col("neg_price").alias("price"),
+        )
+        .join(positives.select("group_id", "item_id"), ["group_id", "item_id"], "left_anti")
+        .dropDuplicates(["group_id", "item_id"])
+        .withColumn(features.LABEL, F.lit(0))
+        .withColumn(features.PURCHASE_LABEL, F.lit(0))
+    )
+    return (
+        positives.unionByName(negatives)
+        .withColumnRenamed("group_id", "request_id")
+        .withColumn("position", F.lit(None).cast("long"))
+    )
+
+
+def build_examples(labelled, item_state, cfg: PreprocessSettings):
+    """Join catalog attributes, hash ids, build dense features and the holdout split."""
+    from pyspark.sql import functions as F
+
+    catalog = item_state.select(
+        "item_id", "category", "brand", F.col("price").alias("catalog_price")
+    )
+    df = labelled.join(catalog, "item_id", "left")
+    price = F.coalesce("price", "catalog_price")
+    df = df.withColumn("price", price)
+    for name, (source, _) in features.ID_FEATURES.items():
+        df = df.withColumn(features.id_column(name), features.spark_hash_bucket(name, source))
+    holdout = F.pmod(F.xxhash64(F.lit("split"), "request_id"), F.lit(10_000)) < int(
+        cfg.holdout_fraction * 10_000
+    )
+    df = (
+        df.withColumn(
+            "log_price",
+            F.when(F.col("price") > 0, F.log1p("price")).otherwise(F.lit(0.0)),
+        )
+        .withColumn(
+            "position",
+            F.when(F.col("position") > 0, F.least("position", F.lit(features.MAX_POSITION)))
+            .otherwise(F.lit(0))
+            .cast("double")
+            / features.MAX_POSITION,
+        )
+        .withColumn("split", F.when(holdout, "holdout").otherwise("train"))
+    )
+    return df.select(*[F.col(c).cast(t).alias(c) for c, t in features.EXAMPLE_SCHEMA.items()])
+
+
+# --- write ------------------------------------------------------------------------------
+def write_parquet(df, final: Path, partitions: int | None = None) -> None:
+    """Write to a staging directory, then swap it in whole (a rerun replaces, never mixes)."""
+    tmp = staging_dir(final)
+    (df.coalesce(partitions) if partitions else df).write.mode("overwrite").parquet(str(tmp))
+    publish_dir(tmp, final)
+
+
+# --- the stage --------------------------------------------------------------------------
+def preprocess_day(spark, ds: str, settings: Settings) -> dict:
+    """Run the whole stage for logical date ``ds``; return the run summary (small dict)."""
+    from pyspark.sql import functions as F
+
+    check_ds(ds)
+    cfg = settings.preprocess
+    layout = Layout(settings.data_root)
+    started = time.perf_counter()
+    events_path, items_path = layout.raw_events(ds), layout.raw_items(ds)
+    if not data_files(events_path):
+        raise MissingDeltaError(f"no event files (*.jsonl[.gz]) in {events_path}")
+    log.info("preprocess %s: reading %s", ds, events_path)
+
+    raw = read_json_lines(spark, events_path, EVENT_FIELDS)
+    rows_in = raw.count()
+    tagged = quarantine_reason_events(raw, ds, cfg).cache()
+    bad = tagged.filter(F.col("reason").isNotNull())
+    previous_ids = read_previous_event_ids(spark, layout, ds, cfg.max_late_days)
+    clean, dupes = dedupe_events(tagged.filter(F.col("reason").isNull()), previous_ids)
+    clean = clean_event_columns(clean, ds).cache()
+
+    quarantine_cols = ["reason", "source_file", CORRUPT] + [n for n, _ in EVENT_FIELDS]
+    write_parquet(bad.select(*quarantine_cols), layout.quarantine_events(ds), 1)
+    write_parquet(clean, layout.clean_events(ds))
+    n_clean = clean.count()
+    n_dupes = dupes.count()
+    by_reason = {r["reason"]: r["count"] for r in bad.groupBy("reason").count().collect()}
+    n_bad = sum(by_reason.values())
+    n_late = clean.filter("is_late").count()
+
+    # Catalog: previous snapshot + today's valid changes.
+    items_in = items_bad = 0
+    previous_state = read_previous_item_state(spark, layout, ds)
+    if data_files(items_path):
+        items_raw = read_json_lines(spark, items_path, ITEM_FIELDS)
+        items_in = items_raw.count()
+        changes, items_rejected = clean_items(items_raw)
+        write_parquet(
+            items_rejected.select("reason", "source_file", CORRUPT, *[n for n, _ in ITEM_FIELDS]),
+            layout.quarantine_items(ds),
+            1,
+        )
+        items_bad = items_rejected.count()
+        state = merge_item_state(previous_state, changes)
+    elif previous_state is not None:
+        state = previous_state
+    else:
+        state = spark.createDataFrame([], _schema(ITEM_FIELDS)).drop(CORRUPT)
+    write_parquet(state, layout.item_state(ds), 2)
+    state = spark.read.parquet(str(layout.item_state(ds)))
+
+    has_impressions = clean.filter(F.col("event_type") == "impression").limit(1).count() > 0
+    labelled = (
+        label_impressions(clean)
+        if has_impressions
+        else sample_negatives(clean, cfg.negatives_per_positive, cfg.seed)
+    )
+    examples = build_examples(labelled, state, cfg)
+    write_parquet(examples, layout.examples(ds), 2)
+    written = spark.read.parquet(str(layout.examples(ds)))
+    stats = written.groupBy("split").agg(
+        F.count("*").alias("n"), F.sum(features.LABEL).alias("clicks")
+    )
+    split_counts = {r["split"]: (r["n"], r["clicks"] or 0) for r in stats.collect()}
+    n_examples = sum(n for n, _ in split_counts.values())
+    clicks = sum(c for _, c in split_counts.values())
+
+    summary = {
+        "ds": ds,
+        "rows_in": rows_in,
+        "clean": n_clean,
+        "quarantined": n_bad,
+        "quarantined_by_reason": by_reason,
+        "duplicates": n_dupes,
+        "late_events": n_late,
+        "reconciled": rows_in == n_clean + n_bad + n_dupes,
+        "items_in": items_in,
+        "items_quarantined": items_bad,
+        "catalog_items": state.count(),
+        "labels_from": "impressions" if has_impressions else "sampled_negatives",
+        "examples": n_examples,
+        "train_examples": split_counts.get("train", (0, 0))[0],
+        "holdout_examples": split_counts.get("holdout", (0, 0))[0],
+        "click_rate": clicks / n_examples if n_examples else 0.0,
+        "examples_path": str(layout.examples(ds)),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if not summary["reconciled"]:
+        raise RuntimeError(f"row counts do not reconcile for {ds}: {summary}")
+    write_json(layout.run_dir(ds) / "preprocess.json", summary)
+    raw.unpersist()
+    tagged.unpersist()
+    clean.unpersist()
+    log.info(
+        "preprocess %s: %d rows in, %d clean, %d quarantined, %d duplicates, %d examples (%.1fs)",
+        ds,
+        rows_in,
+        n_clean,
+        n_bad,
+        n_dupes,
+        n_examples,
+        summary["seconds"],
+    )
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
+    parser.add_argument("--config", help="settings file (default freshrank.toml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from jobs.spark import get_spark
+
+    settings = load_settings(args.config)
+    summary = preprocess_day(get_spark(settings.preprocess), check_ds(args.ds), settings)
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

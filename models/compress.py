@@ -1,0 +1,146 @@
+"""Prune the trained model with tfmot and convert it to float and full-integer int8 TFLite.
+
+Run with ``python -m models.compress --ds 2026-11-20`` (after training) or from the DAG.
+Steps: ``prune_low_magnitude`` with a polynomial schedule to ``target_sparsity`` during a
+short fine-tune on the day's rows, ``strip_pruning``, then two TFLite conversions of the
+pruned model: float (for comparison) and int8 with a representative dataset drawn from the
+day's real examples (``TFLITE_BUILTINS_INT8`` only, float input/output kept at the edges).
+Writes ``pruned.keras``, ``float.tflite``, ``int8.tflite`` and ``compress.json`` (sizes raw
+and gzipped, sparsity per layer) next to the trained model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jobs.layout import Layout, check_ds, write_json
+from jobs.settings import CompressSettings, TrainSettings, load_settings
+from models import ranker
+
+log = logging.getLogger(__name__)
+
+
+def file_sizes(path: Path) -> dict:
+    data = path.read_bytes()
+    return {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=9))}
+
+
+def layer_sparsity(model) -> dict[str, float]:
+    """Share of exactly-zero weights in each prunable kernel/embedding."""
+    out = {}
+    for layer in model.layers:
+        for w in layer.weights:
+            if "kernel" in w.name or "embeddings" in w.name:
+                values = w.numpy()
+                out[layer.name] = round(float(np.mean(values == 0)), 4)
+    return out
+
+
+def prune(model, x, y, cfg: CompressSettings, train_cfg: TrainSettings):
+    """Magnitude pruning to ``target_sparsity`` while fine-tuning, then strip the wrappers."""
+    import tensorflow_model_optimization as tfmot
+
+    k = ranker.keras()
+    steps_per_epoch = max(1, int(np.ceil(len(y) / train_cfg.batch_size)))
+    end_step = max(1, steps_per_epoch * cfg.prune_epochs - 1)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=cfg.target_sparsity, begin_step=0, end_step=end_step
+    )
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+    pruned.compile(
+        optimizer=k.optimizers.Adam(train_cfg.finetune_learning_rate),
+        loss="binary_crossentropy",
+    )
+    pruned.fit(
+        x,
+        y,
+        batch_size=train_cfg.batch_size,
+        epochs=cfg.prune_epochs,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        verbose=0,
+    )
+    return tfmot.sparsity.keras.strip_pruning(pruned)
+
+
+def to_tflite(model, representative: dict[str, np.ndarray] | None = None) -> bytes:
+    """Float TFLite, or full-integer int8 when ``representative`` rows are given."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if representative is not None:
+        n = len(representative["dense"])
+
+        def rows():
+            for i in range(n):
+                yield {k: v[i : i + 1] for k, v in representative.items()}
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = rows
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter.convert()
+
+
+def compress_model(
+    model_path: Path, train_df, out_dir: Path, cfg: CompressSettings, train_cfg: TrainSettings
+) -> dict:
+    started = time.perf_counter()
+    sample = train_df.sample(n=min(len(train_df), cfg.prune_max_rows), random_state=train_cfg.seed)
+    x, y = ranker.to_inputs(sample), ranker.labels(sample)
+    model = ranker.load_ranker(model_path)
+    stripped = prune(model, x, y, cfg, train_cfg)
+    stripped.save(out_dir / "pruned.keras", include_optimizer=False)
+
+    float_path = out_dir / "float.tflite"
+    float_path.write_bytes(to_tflite(stripped))
+    rep = sample.sample(n=min(len(sample), cfg.representative_rows), random_state=1)
+    int8_path = out_dir / "int8.tflite"
+    int8_path.write_bytes(to_tflite(stripped, ranker.to_inputs(rep)))
+
+    sizes = {
+        "keras": file_sizes(model_path),
+        "pruned_keras": file_sizes(out_dir / "pruned.keras"),
+        "float_tflite": file_sizes(float_path),
+        "int8_tflite": file_sizes(int8_path),
+    }
+    sparsity = layer_sparsity(stripped)
+    summary = {
+        "sizes": sizes,
+        "sparsity_by_layer": sparsity,
+        "target_sparsity": cfg.target_sparsity,
+        "float_tflite_path": str(float_path),
+        "int8_tflite_path": str(int8_path),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    write_json(out_dir / "compress.json", summary)
+    log.info(
+        "compress: keras %.0f KB -> int8 %.0f KB (gzip %.0f KB)",
+        sizes["keras"]["bytes"] / 1024,
+        sizes["int8_tflite"]["bytes"] / 1024,
+        sizes["int8_tflite"]["gzip_bytes"] / 1024,
+    )
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ds", required=True)
+    parser.add_argument("--config")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    settings = load_settings(args.config)
+    layout = Layout(settings.data_root)
+    ds = check_ds(args.ds)
+    out = layout.model_dir(ds)
+    df = ranker.read_examples([layout.examples(ds)], "train")
+    print(compress_model(out / "model.keras", df, out, settings.compress, settings.train))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""The promotion gate: may this candidate become ``champion``?
+
+A pure function of the evaluation metrics and ``[gate]`` settings. All checks are reported,
+not just the first failure, so the registry tag lists every reason:
+
+* absolute floor: candidate int8 AUC >= ``min_auc``;
+* int8 vs float: the int8 model loses at most ``max_int8_auc_gap`` AUC against the float
+  model it came from (catches silent quantization/calibration failures);
+* against the champion (both int8, same holdout): candidate AUC >= champion AUC -
+  ``max_auc_drop`` (a small drop is tolerated, so noise does not freeze the model);
+* first run (no champion): only the first two checks apply.
+"""
+
+from __future__ import annotations
+
+import math
+
+from jobs.settings import GateSettings
+
+
+def decide(candidate: dict, champion: dict | None, cfg: GateSettings) -> tuple[bool, list[str]]:
+    """``candidate`` has ``auc_int8`` and ``auc_float``; ``champion`` has ``auc_int8`` or is None.
+
+    Returns ``(passed, reasons)``.
+    """
+    reasons, passed = [], True
+    auc8, aucf = candidate.get("auc_int8"), candidate.get("auc_float")
+    if auc8 is None or math.isnan(auc8):
+        return False, ["candidate int8 AUC is undefined (holdout has one class or no rows)"]
+    if auc8 < cfg.min_auc:
+        passed = False
+        reasons.append(f"int8 AUC {auc8:.4f} below floor {cfg.min_auc}")
+    else:
+        reasons.append(f"int8 AUC {auc8:.4f} >= floor {cfg.min_auc}")
+    if aucf is not None and aucf - auc8 > cfg.max_int8_auc_gap:
+        passed = False
+        reasons.append(f"int8 loses {aucf - auc8:.4f} AUC vs float (max {cfg.max_int8_auc_gap})")
+    if champion is None:
+        reasons.append("first run: no champion to compare with")
+    else:
+        champ = champion["auc_int8"]
+        delta = auc8 - champ
+        if delta < -cfg.max_auc_drop:
+            passed = False
+            reasons.append(
+                f"int8 AUC {auc8:.4f} vs champion {champ:.4f}: drop {-delta:.4f} > "
+                f"{cfg.max_auc_drop}"
+            )
+        else:
+            reasons.append(f"int8 AUC {auc8:.4f} vs champion {champ:.4f} ({delta:+.4f})")
+    return passed, reasons

@@ -1,0 +1,142 @@
+"""The ranking model and the plumbing every model stage shares.
+
+The model takes only integer id buckets and float features (see ``jobs.features``), so it
+converts to a full-integer int8 TFLite model with no string ops. It is built with
+``tf_keras`` (Keras 2), which tensorflow-model-optimization needs: :func:`keras` sets
+``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported, and every module here imports
+Keras through it, inside functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from jobs import features
+
+
+def keras():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tf_keras
+
+    return tf_keras
+
+
+def build_ranker(embedding_dim: int = 16, hidden_units=(64, 32), seed: int = 7):
+    """Hashed-id embeddings + dense features -> MLP -> click probability.
+
+    Args:
+        embedding_dim: width of every id embedding.
+        hidden_units: sizes of the MLP layers on top of the concatenated embeddings.
+        seed: initialiser seed, so two builds with the same arguments are identical.
+    """
+    k = keras()
+    k.utils.set_random_seed(seed)
+    inputs, parts = {}, []
+    for name, (_, buckets) in features.ID_FEATURES.items():
+        col = features.id_column(name)
+        inputs[col] = k.Input(shape=(1,), dtype="int32", name=col)
+        emb = k.layers.Embedding(buckets, embedding_dim, name=f"{name}_embedding")(inputs[col])
+        parts.append(k.layers.Flatten(name=f"{name}_flat")(emb))
+    inputs["dense"] = k.Input(shape=(len(features.DENSE_FEATURES),), dtype="float32", name="dense")
+    parts.append(inputs["dense"])
+    x = k.layers.Concatenate(name="concat")(parts)
+    for i, units in enumerate(hidden_units):
+        x = k.layers.Dense(units, activation="relu", name=f"mlp_{i}")(x)
+    out = k.layers.Dense(1, activation="sigmoid", name="click")(x)
+    return k.Model(inputs=inputs, outputs=out, name="ranker")
+
+
+def compile_ranker(model, learning_rate: float):
+    k = keras()
+    model.compile(
+        optimizer=k.optimizers.Adam(learning_rate=learning_rate),
+        loss="binary_crossentropy",
+        metrics=[k.metrics.AUC(name="auc")],
+    )
+    return model
+
+
+def load_ranker(path: str | Path):
+    return keras().models.load_model(str(path))
+
+
+# --- data -------------------------------------------------------------------------------
+def read_examples(paths, split: str | None = None, fraction: float = 1.0, seed: int = 7):
+    """Read example partitions (Parquet dirs) into a pandas DataFrame, optionally sampled."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    frames = []
+    for path in paths:
+        table = pq.read_table(str(path), columns=list(features.EXAMPLE_SCHEMA))
+        df = table.to_pandas()
+        if split:
+            df = df[df["split"] == split]
+        if fraction < 1.0:
+            df = df.sample(frac=fraction, random_state=seed)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=list(features.EXAMPLE_SCHEMA))
+    return pd.concat(frames, ignore_index=True)
+
+
+def to_inputs(df) -> dict[str, np.ndarray]:
+    """Model inputs of an examples frame: ``(N, 1)`` int32 ids and an ``(N, D)`` float block."""
+    inputs = {c: df[c].to_numpy(np.int32).reshape(-1, 1) for c in features.ID_COLUMNS}
+    inputs["dense"] = df[list(features.DENSE_FEATURES)].to_numpy(np.float32)
+    return inputs
+
+
+def labels(df) -> np.ndarray:
+    return df[features.LABEL].to_numpy(np.float32)
+
+
+# --- TFLite -----------------------------------------------------------------------------
+class TFLiteScorer:
+    """Scores model inputs with a TFLite model, batch by batch (one thread by default)."""
+
+    def __init__(self, path: str | Path, num_threads: int = 1):
+        import tensorflow as tf
+
+        self.path = str(path)
+        self.interpreter = tf.lite.Interpreter(model_path=self.path, num_threads=num_threads)
+        self._by_input = {}
+        for detail in self.interpreter.get_input_details():
+            # Signature inputs are named like "serving_default_user_bucket:0".
+            for col in features.MODEL_INPUTS:
+                if detail["name"].endswith(f"_{col}:0") or detail["name"] == col:
+                    self._by_input[col] = detail
+        missing = set(features.MODEL_INPUTS) - set(self._by_input)
+        if missing:
+            raise ValueError(f"{self.path}: TFLite model lacks inputs {sorted(missing)}")
+        self._batch = None
+
+    def _resize(self, n: int) -> None:
+        if self._batch == n:
+            return
+        for col, detail in self._by_input.items():
+            width = len(features.DENSE_FEATURES) if col == "dense" else 1
+            self.interpreter.resize_tensor_input(detail["index"], [n, width])
+        self.interpreter.allocate_tensors()
+        self._batch = n
+
+    def predict(self, inputs: dict[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
+        n = len(inputs["dense"])
+        out = np.empty(n, dtype=np.float32)
+        out_detail = self.interpreter.get_output_details()[0]
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            self._resize(stop - start)
+            for col, detail in self._by_input.items():
+                self.interpreter.set_tensor(
+                    detail["index"], inputs[col][start:stop].astype(detail["dtype"])
+                )
+            self.interpreter.invoke()
+            raw = self.interpreter.get_tensor(out_detail["index"]).reshape(-1)
+            scale, zero = out_detail["quantization"]
+            out[start:stop] = (raw.astype(np.float32) - zero) * scale if scale else raw
+        return out

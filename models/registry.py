@@ -1,0 +1,153 @@
+"""The MLflow side: fetch the champion, register candidates, move aliases, roll back.
+
+Every candidate becomes a version of the registered model (default ``ranker``), logged as
+an MLflow pyfunc that serves the int8 TFLite model (``models.serving``) and carries the
+float ``model.keras`` (with optimizer state, for tomorrow's warm start) and both TFLite
+files as artifacts. The run holds metrics, params and lineage tags. Aliases:
+
+* ``champion``: what serves; moves only when the gate passed;
+* ``previous``: the champion before the last promotion, so rollback is one step.
+
+Promotion sets ``previous`` first and ``champion`` second: a crash in between leaves
+``champion`` on the old version (still consistent) and a rerun repeats both.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from jobs.settings import Settings
+
+log = logging.getLogger(__name__)
+CHAMPION, PREVIOUS = "champion", "previous"
+PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "tf-keras==2.21.0", "pandas==2.3.3", "numpy==2.4.6"]
+
+
+def client(settings: Settings):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    return MlflowClient(settings.tracking_uri)
+
+
+def ensure_experiment(settings: Settings) -> str:
+    import mlflow
+
+    c = client(settings)
+    exp = c.get_experiment_by_name(settings.experiment)
+    if exp is None:
+        Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
+        location = (Path(settings.artifact_root) / settings.experiment).resolve().as_uri()
+        exp_id = c.create_experiment(settings.experiment, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def alias_version(settings: Settings, alias: str = CHAMPION) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(settings).get_model_version_by_alias(settings.model_name, alias).version
+    except MlflowException:
+        return None
+
+
+def fetch_version(settings: Settings, version: str, dest: Path) -> dict:
+    """Download a version's artifacts; return paths of its ``model.keras`` and int8 TFLite."""
+    import mlflow.artifacts
+
+    dest.mkdir(parents=True, exist_ok=True)
+    uri = f"models:/{settings.model_name}/{version}"
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    found = {p.name: p for p in local.rglob("*") if p.is_file()}
+    missing = {"model.keras", "int8.tflite"} - set(found)
+    if missing:
+        raise FileNotFoundError(f"{uri} lacks artifacts {sorted(missing)} (downloaded to {local})")
+    return {
+        "version": str(version),
+        "keras": str(found["model.keras"]),
+        "int8_tflite": str(found["int8.tflite"]),
+    }
+
+
+def fetch_champion(settings: Settings, dest: Path) -> dict | None:
+    version = alias_version(settings, CHAMPION)
+    return None if version is None else fetch_version(settings, version, dest)
+
+
+def register_candidate(
+    settings: Settings,
+    candidate_dir: Path,
+    params: dict,
+    metrics: dict,
+    tags: dict,
+    promote_if: bool,
+    artifacts_extra: list[Path] = (),
+) -> dict:
+    """Log a run, register the candidate as a new version, and promote it if ``promote_if``."""
+    import mlflow
+
+    from models.serving import RankerPyfunc
+
+    ensure_experiment(settings)
+    candidate_dir = Path(candidate_dir)
+    with mlflow.start_run(run_name=f"nightly-{tags.get('ds', '')}") as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+        mlflow.set_tags({k: str(v)[:5000] for k, v in tags.items()})
+        for path in artifacts_extra:
+            if Path(path).exists():
+                mlflow.log_artifact(str(path), artifact_path="reports")
+        repo = Path(__file__).resolve().parent.parent
+        info = mlflow.pyfunc.log_model(
+            name="ranker",
+            python_model=RankerPyfunc(),
+            artifacts={
+                "keras": str(candidate_dir / "model.keras"),
+                "int8_tflite": str(candidate_dir / "int8.tflite"),
+                "float_tflite": str(candidate_dir / "float.tflite"),
+            },
+            code_paths=[str(repo / "jobs"), str(repo / "models")],
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=settings.model_name,
+        )
+        run_id = run.info.run_id
+    version = str(info.registered_model_version)
+    c = client(settings)
+    for key, value in tags.items():
+        c.set_model_version_tag(settings.model_name, version, key, str(value)[:5000])
+    previous = alias_version(settings, CHAMPION)
+    c.set_model_version_tag(settings.model_name, version, "parent_version", previous or "none")
+    promoted = False
+    if promote_if:
+        promote(settings, version, reason=f"gate passed on {tags.get('ds', '?')}")
+        promoted = True
+    log.info("registered %s v%s (promoted=%s)", settings.model_name, version, promoted)
+    return {"version": version, "run_id": run_id, "promoted": promoted, "previous": previous}
+
+
+def promote(settings: Settings, version: str, reason: str) -> None:
+    """Move ``champion`` to ``version``, keeping the old champion as ``previous``."""
+    c = client(settings)
+    name = settings.model_name
+    current = alias_version(settings, CHAMPION)
+    if current == str(version):
+        return
+    if current is not None:
+        c.set_registered_model_alias(name, PREVIOUS, current)
+    c.set_registered_model_alias(name, CHAMPION, str(version))
+    c.set_model_version_tag(name, str(version), "promotion_reason", reason)
+
+
+def rollback(settings: Settings, to: str = PREVIOUS, reason: str = "manual rollback") -> str:
+    """Point ``champion`` at ``to`` (a version number or ``previous``); return that version."""
+    target = alias_version(settings, PREVIOUS) if to == PREVIOUS else str(to)
+    if target is None:
+        raise ValueError(f"no {PREVIOUS!r} alias on {settings.model_name}: nothing to roll back to")
+    client(settings).get_model_version(settings.model_name, target)  # raises if missing
+    promote(settings, target, reason=f"rollback: {reason}")
+    return target
