@@ -137,7 +137,7 @@ def quarantine_reason_events(df, ds: str, cfg: PreprocessSettings):
     day_start = dt.datetime.fromisoformat(ds)
     latest = day_start + dt.timedelta(days=1, minutes=cfg.future_slack_minutes)
     earliest = day_start - dt.timedelta(days=cfg.max_late_days)
-    ts = F.to_timestamp("event_time")
+    ts = F.try_to_timestamp(F.col("event_time"))
     blank = lambda c: F.col(c).isNull() | (F.trim(F.col(c)) == "")  # noqa: E731
     checks = [
         (F.col(CORRUPT).isNotNull(), "malformed_line"),

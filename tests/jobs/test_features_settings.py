@@ -1,0 +1,78 @@
+"""Hashing shared by Spark and Python, and the settings loader."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs import features
+from jobs.layout import Layout, inside
+from jobs.settings import load_settings
+
+
+@pytest.mark.parametrize(
+    "value", ["u1", "", "hello world", "x" * 31, "y" * 32, "z" * 70, "grüße", "i000123"]
+)
+def test_python_hash_equals_spark_xxhash64(spark, value):
+    from pyspark.sql import functions as F
+
+    row = (
+        spark.createDataFrame([(value,)], "v string")
+        .select(
+            F.xxhash64("v").alias("h"),
+            features.spark_hash_bucket("item", "v").alias("item"),
+            features.spark_hash_bucket("query", "v").alias("query"),
+        )
+        .first()
+    )
+    assert row.h == features.xxh64(value.encode())
+    assert row.item == features.hash_bucket("item", value)
+    assert row.query == features.hash_bucket("query", value)
+
+
+def test_hash_bucket_ranges_and_missing():
+    assert features.hash_bucket("user", None) == 0
+    assert features.hash_bucket("user", "") == 0
+    buckets = {features.hash_bucket("user", f"u{i}") for i in range(5000)}
+    size = features.ID_FEATURES["user"][1]
+    assert min(buckets) >= 1 and max(buckets) < size
+    assert len(buckets) > 4500  # few collisions among 5000 ids in 32k buckets
+    # The feature name is part of the key: the same string lands elsewhere per feature.
+    assert features.hash_bucket("user", "abc") != features.hash_bucket("item", "abc")
+    assert features.hash_bucket("query", "  Red  Shoes ") == features.hash_bucket(
+        "query", "red shoes"
+    )
+
+
+def test_feature_row_builds_every_model_input():
+    row = features.feature_row({"user_id": "u1", "item_id": "i1", "price": 9.0, "position": 3})
+    assert set(row) == set(features.ID_COLUMNS) | set(features.DENSE_FEATURES)
+    assert row["category_bucket"] == 0  # missing category -> reserved bucket 0
+    assert row["position"] == pytest.approx(3 / features.MAX_POSITION)
+    assert row["log_price"] == pytest.approx(2.302585, rel=1e-5)
+
+
+def test_settings_file_and_env_overrides(tmp_path):
+    cfg = tmp_path / "f.toml"
+    cfg.write_text('data_root = "/srv/shop"\n[train]\nepochs_unused = 1\n')
+    with pytest.raises(ValueError, match="unknown setting 'epochs_unused'"):
+        load_settings(cfg, env={})
+    cfg.write_text('data_root = "/srv/shop"\n[train]\nhidden_units = [8, 4]\n')
+    s = load_settings(cfg, env={"FRESHRANK__TRAIN__BATCH_SIZE": "64", "MLFLOW_TRACKING_URI": "x"})
+    assert str(s.data_root) == "/srv/shop"
+    assert s.train.hidden_units == (8, 4)
+    assert s.train.batch_size == 64
+    assert s.tracking_uri == "x"
+    with pytest.raises(ValueError, match="bad value 'many'"):
+        load_settings(cfg, env={"FRESHRANK__TRAIN__BATCH_SIZE": "many"})
+    with pytest.raises(FileNotFoundError):
+        load_settings(tmp_path / "missing.toml", env={})
+
+
+def test_layout_rejects_bad_dates_and_paths_outside_root(tmp_path):
+    layout = Layout(tmp_path)
+    assert layout.examples("2026-11-20") == tmp_path / "examples" / "dt=2026-11-20"
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        layout.examples("2026-11-20/../../etc")
+    with pytest.raises(ValueError, match="outside the data root"):
+        inside(tmp_path, tmp_path / ".." / "elsewhere")
+    assert inside(tmp_path, tmp_path / "raw") == (tmp_path / "raw").resolve()
