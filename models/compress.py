@@ -48,9 +48,17 @@ def prune(model, x, y, cfg: CompressSettings, train_cfg: TrainSettings):
 
     k = ranker.keras()
     steps_per_epoch = max(1, int(np.ceil(len(y) / train_cfg.batch_size)))
-    end_step = max(1, steps_per_epoch * cfg.prune_epochs - 1)
+    # Masks update every `frequency` steps; the last update must land on end_step, or the
+    # target sparsity is never reached on a short fine-tune.
+    last_step = max(1, steps_per_epoch * cfg.prune_epochs - 1)
+    frequency = max(1, last_step // 10)
+    end_step = frequency * (last_step // frequency)
     schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=cfg.target_sparsity, begin_step=0, end_step=end_step
+        initial_sparsity=0.0,
+        final_sparsity=cfg.target_sparsity,
+        begin_step=0,
+        end_step=end_step,
+        frequency=frequency,
     )
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
     pruned.compile(
@@ -94,7 +102,7 @@ def compress_model(
     x, y = ranker.to_inputs(sample), ranker.labels(sample)
     model = ranker.load_ranker(model_path)
     stripped = prune(model, x, y, cfg, train_cfg)
-    stripped.save(out_dir / "pruned.keras", include_optimizer=False)
+    stripped.save(out_dir / "pruned.keras")
 
     float_path = out_dir / "float.tflite"
     float_path.write_bytes(to_tflite(stripped))

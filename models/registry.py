@@ -51,7 +51,7 @@ def alias_version(settings: Settings, alias: str = CHAMPION) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client(settings).get_model_version_by_alias(settings.model_name, alias).version
+        return str(client(settings).get_model_version_by_alias(settings.model_name, alias).version)
     except MlflowException:
         return None
 

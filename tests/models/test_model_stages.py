@@ -1,0 +1,148 @@
+"""Training, compression, evaluation and the registry on small synthetic days."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.layout import Layout
+from models import ranker
+from models.compress import compress_model
+from models.evaluate import evaluate_candidate
+from models.metrics import auc
+from models.train import finetune
+
+from .conftest import make_examples, write_day
+
+pytestmark = pytest.mark.slow
+D1, D2 = "2026-11-20", "2026-11-21"
+
+
+@pytest.fixture
+def two_days(small_train_settings):
+    s = small_train_settings
+    layout = Layout(s.data_root)
+    write_day(layout, D1, make_examples(6000, seed=1, items=range(0, 150)))
+    # Day 2 brings 50 items never seen before.
+    write_day(layout, D2, make_examples(6000, seed=2, items=range(0, 200)))
+    return s, layout
+
+
+def _holdout(layout, ds):
+    df = ranker.read_examples([layout.examples(ds)], "holdout")
+    return df, ranker.to_inputs(df), ranker.labels(df)
+
+
+def test_retrain_then_warm_start_learns_new_items_and_keeps_old(two_days):
+    s, layout = two_days
+    d1 = finetune(None, layout, D1, layout.model_dir(D1), "retrain", s.train)
+    assert d1["rows"] > 4000 and d1["days"] == [D1]
+    m1 = ranker.load_ranker(d1["model_path"])
+    _, x1, y1 = _holdout(layout, D1)
+    p1_before = m1.predict(x1, verbose=0).ravel()
+    assert auc(y1, p1_before) > 0.7
+
+    d2 = finetune(d1["model_path"], layout, D2, layout.model_dir(D2), "full", s.train)
+    assert d2["days"] == [D1, D2]  # replay of the day before
+    m2 = ranker.load_ranker(d2["model_path"])
+    # Optimizer state came along: Adam's step counter continues from day 1.
+    assert int(m2.optimizer.iterations.numpy()) > int(m1.optimizer.iterations.numpy())
+    p1_after = m2.predict(x1, verbose=0).ravel()
+    assert np.mean(np.abs(p1_after - p1_before)) < 0.1  # no forgetting of day 1
+    assert auc(y1, p1_after) > auc(y1, p1_before) - 0.02
+
+    df2, x2, y2 = _holdout(layout, D2)
+    new = df2["item_id"].str[1:].astype(int) >= 150
+    new_x = {k: v[new.to_numpy()] for k, v in x2.items()}
+    auc_new_before = auc(y2[new], m1.predict(new_x, verbose=0).ravel())
+    auc_new_after = auc(y2[new], m2.predict(new_x, verbose=0).ravel())
+    assert auc_new_after > auc_new_before + 0.03
+
+
+def test_light_strategy_freezes_the_mlp(two_days):
+    s, layout = two_days
+    d1 = finetune(None, layout, D1, layout.model_dir(D1), "retrain", s.train)
+    d2 = finetune(d1["model_path"], layout, D2, layout.model_dir(D2), "light", s.train)
+    assert d2["days"] == [D2]
+    w1 = ranker.load_ranker(d1["model_path"]).get_layer("mlp_0").get_weights()[0]
+    m2 = ranker.load_ranker(d2["model_path"])
+    np.testing.assert_array_equal(w1, m2.get_layer("mlp_0").get_weights()[0])
+    assert all(layer.trainable for layer in m2.layers)  # saved unfrozen for tomorrow
+    with pytest.raises(ValueError, match="needs a base model"):
+        finetune(None, layout, D2, layout.model_dir(D2), "full", s.train)
+
+
+def test_compress_evaluate_register_promote_and_rollback(two_days):
+    import mlflow.pyfunc
+
+    from models import registry
+
+    s, layout = two_days
+    out1 = layout.model_dir(D1) / "candidate"
+    finetune(None, layout, D1, out1, "retrain", s.train)
+    train1 = ranker.read_examples([layout.examples(D1)], "train")
+    comp = compress_model(out1 / "model.keras", train1, out1, s.compress, s.train)
+
+    sizes = comp["sizes"]
+    assert sizes["int8_tflite"]["bytes"] * 3 < sizes["float_tflite"]["bytes"]
+    assert comp["sparsity_by_layer"]["mlp_0"] == pytest.approx(s.compress.target_sparsity, abs=0.02)
+    df1, x1, y1 = _holdout(layout, D1)
+    int8 = ranker.TFLiteScorer(out1 / "int8.tflite").predict(x1)
+    assert int8.shape == y1.shape and np.all((int8 >= 0) & (int8 <= 1))
+    assert auc(y1, int8) > 0.7
+
+    ev1 = evaluate_candidate(layout, D1, out1, None, s.gate)
+    assert ev1["gate_passed"] and ev1["champion"] is None
+    assert abs(ev1["candidate"]["float"]["auc"] - ev1["candidate"]["int8"]["auc"]) < 0.01
+
+    v1 = registry.register_candidate(
+        s, out1, {"strategy": "retrain"}, {"auc": 0.7}, {"ds": D1}, promote_if=True
+    )
+    assert v1["promoted"] and registry.alias_version(s) == v1["version"]
+
+    # A candidate trained on label-shuffled data must be registered but not promoted.
+    out2 = layout.model_dir(D2) / "candidate"
+    shuffled = make_examples(6000, seed=2)
+    shuffled["label_click"] = np.random.default_rng(5).permutation(shuffled["label_click"])
+    write_day(layout, D2, shuffled)
+    only_today = dataclasses.replace(s.train, retrain_history_days=1)
+    finetune(None, layout, D2, out2, "retrain", only_today)
+    compress_model(
+        out2 / "model.keras",
+        ranker.read_examples([layout.examples(D2)], "train"),
+        out2,
+        s.compress,
+        s.train,
+    )
+    write_day(layout, D2, make_examples(6000, seed=2))  # evaluate on honest labels
+    champion = registry.fetch_champion(s, layout.model_dir(D2) / "champion")
+    ev2 = evaluate_candidate(layout, D2, out2, champion, s.gate)
+    assert not ev2["gate_passed"]
+    v2 = registry.register_candidate(s, out2, {}, {}, {"ds": D2}, promote_if=ev2["gate_passed"])
+    assert not v2["promoted"] and registry.alias_version(s) == v1["version"]
+
+    # Manual promotion then one-step rollback.
+    registry.promote(s, v2["version"], reason="test")
+    assert registry.alias_version(s, "previous") == v1["version"]
+    assert registry.rollback(s, reason="bad model") == v1["version"]
+    assert registry.alias_version(s) == v1["version"]
+
+    # The champion served through the pyfunc flavour scores raw rows like the int8 model.
+    model = mlflow.pyfunc.load_model(f"models:/{s.model_name}@champion")
+    raw = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "item_id": ["i3", "i4"],
+            "category": "c3",
+            "brand": "b3",
+            "query": "c3",
+            "price": [20.0, 30.0],
+        }
+    )
+    from models.serving import frame_to_inputs
+
+    expected = ranker.TFLiteScorer(out1 / "int8.tflite").predict(frame_to_inputs(raw))
+    np.testing.assert_allclose(np.asarray(model.predict(raw)), expected, rtol=1e-6)
