@@ -3,7 +3,7 @@
 The file is ``freshrank.toml`` at the repository root unless ``FRESHRANK_CONFIG`` names
 another. Each ``[section]`` fills one frozen dataclass below. Any value can be overridden
 from the environment as ``FRESHRANK__<SECTION>__<KEY>`` (e.g.
-``FRESHRANK__TRAIN__EPOCHS=2``); the two locations users change most have short forms:
+``FRESHRANK__TRAIN__FULL_EPOCHS=2``); the two locations users change most have short forms:
 ``FRESHRANK_DATA_ROOT`` and ``MLFLOW_TRACKING_URI``.
 
 Nothing happens at import time: call :func:`load_settings`.

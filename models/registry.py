@@ -151,3 +151,30 @@ def rollback(settings: Settings, to: str = PREVIOUS, reason: str = "manual rollb
     client(settings).get_model_version(settings.model_name, target)  # raises if missing
     promote(settings, target, reason=f"rollback: {reason}")
     return target
+
+
+def main(argv=None) -> int:
+    """``python -m models.registry rollback [--to previous|VERSION] --reason TEXT`` and
+    ``python -m models.registry show``."""
+    import argparse
+
+    from jobs.settings import load_settings
+
+    parser = argparse.ArgumentParser(description="FreshRank model registry")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rb = sub.add_parser("rollback", help="move champion back")
+    rb.add_argument("--to", default=PREVIOUS, help="version number or 'previous'")
+    rb.add_argument("--reason", required=True)
+    sub.add_parser("show", help="print the aliases")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    if args.command == "rollback":
+        version = rollback(settings, args.to, args.reason)
+        print(f"{settings.model_name}@{CHAMPION} -> version {version}")
+    for alias in (CHAMPION, PREVIOUS):
+        print(f"{settings.model_name}@{alias}: {alias_version(settings, alias)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

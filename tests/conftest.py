@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parent.parent
+# Before Airflow is imported anywhere: this repository's airflow.cfg, a test AIRFLOW_HOME.
+os.environ.setdefault("FRESHRANK_HOME", str(REPO))
+os.environ.setdefault("AIRFLOW_CONFIG", str(REPO / "airflow.cfg"))
+os.environ.setdefault("AIRFLOW_HOME", str(REPO / "var" / "airflow-test"))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
