@@ -25,6 +25,9 @@ PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "tf-keras==2.21.0", "pandas==2.3.3
 
 
 def client(settings: Settings):
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     from mlflow import MlflowClient
 
