@@ -1,0 +1,273 @@
+"""Validate a preprocessed day with Great Expectations; measure drift; stop on bad data.
+
+Run with ``python -m jobs.validate --ds 2026-11-20`` or from the nightly DAG. Checks:
+
+* the suites in ``expectations/<name>.json`` (versioned JSON, loaded into an ephemeral GE
+  context) on ``clean/events/dt=<ds>`` and ``examples/dt=<ds>``. Thresholds that belong to
+  settings or to the feature spec are ``{"$PARAMETER": ...}`` in the JSON and are filled at
+  run time from ``[validate]`` settings and ``jobs.features`` (see :func:`suite_parameters`);
+* volume: today's examples against the mean of the last ``volume_window_days`` validated
+  days, hard failure outside ``[min_volume_ratio, max_volume_ratio]``;
+* drift (soft, never fails the run): population stability index of the category mix, price,
+  position and click rate against the previous processed day; above ``drift_psi_warn`` is
+  flagged and handed to the strategy decision.
+
+Writes ``runs/dt=<ds>/validate.json`` and a readable ``validation.html`` *before* raising
+:class:`DataValidationError`, whose message names each failed expectation, its column and
+the unexpected count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+import math
+import os
+import time
+
+from jobs import features
+from jobs.layout import Layout, check_ds, read_json, write_json
+from jobs.settings import REPO_ROOT, Settings, ValidateSettings, load_settings
+
+log = logging.getLogger(__name__)
+SUITES_DIR = REPO_ROOT / "expectations"
+PSI_EPS = 1e-4
+
+
+class DataValidationError(ValueError):
+    """The day's data failed a hard check; the message says which, where and how many."""
+
+
+def load_suite(name: str):
+    import great_expectations as gx
+
+    path = SUITES_DIR / f"{name}.json"
+    spec = json.loads(path.read_text())
+    suite = gx.ExpectationSuite(name=spec["name"], expectations=spec["expectations"])
+    if len(suite.expectations) != len(spec["expectations"]):
+        raise ValueError(f"{path}: some expectations are invalid (see the log above)")
+    return suite
+
+
+def suite_parameters(cfg: ValidateSettings) -> dict:
+    params = {
+        "min_examples": cfg.min_examples,
+        "min_click_rate": cfg.min_click_rate,
+        "max_click_rate": cfg.max_click_rate,
+        "max_price": cfg.max_price,
+        "max_log_price": math.log1p(cfg.max_price),
+    }
+    params.update({f"max_{n}_bucket": size - 1 for n, (_, size) in features.ID_FEATURES.items()})
+    return params
+
+
+def run_suite(context, name: str, df, params: dict) -> list[dict]:
+    """Run suite ``name`` on a Spark DataFrame; one dict per expectation."""
+    import great_expectations as gx
+
+    suite = context.suites.add(load_suite(name))
+    batch = (
+        context.data_sources.add_or_update_spark(name=f"spark_{name}")
+        .add_dataframe_asset(name=name)
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    vd = context.validation_definitions.add(
+        gx.ValidationDefinition(name=name, data=batch, suite=suite)
+    )
+    result = vd.run(batch_parameters={"dataframe": df}, expectation_parameters=params)
+    out = []
+    for r in result.results:
+        cfg = r.expectation_config
+        res = r.result or {}
+        out.append(
+            {
+                "suite": name,
+                "expectation": cfg.type,
+                "column": cfg.kwargs.get("column"),
+                "success": bool(r.success),
+                "unexpected_count": res.get("unexpected_count"),
+                "element_count": res.get("element_count"),
+                "observed_value": _jsonable(res.get("observed_value")),
+                "error": (r.exception_info or {}).get("exception_message")
+                if r.exception_info and r.exception_info.get("raised_exception")
+                else None,
+            }
+        )
+    return out
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+def psi(expected: dict, actual: dict) -> float:
+    """Population stability index between two {bin: count} distributions."""
+    bins = set(expected) | set(actual)
+    e_total, a_total = sum(expected.values()) or 1, sum(actual.values()) or 1
+    total = 0.0
+    for b in bins:
+        e = max(expected.get(b, 0) / e_total, PSI_EPS)
+        a = max(actual.get(b, 0) / a_total, PSI_EPS)
+        total += (a - e) * math.log(a / e)
+    return total
+
+
+def feature_histograms(df, top_categories: list[int] | None = None) -> dict[str, dict]:
+    """Small binned distributions of the drift features, computed by Spark."""
+    from pyspark.sql import functions as F
+
+    rows = df.select(
+        F.col("category_bucket").alias("category"),
+        F.floor(F.col("log_price") * 2).cast("int").alias("price"),
+        F.round(F.col("position") * features.MAX_POSITION).cast("int").alias("position"),
+        F.col(features.LABEL).alias("click"),
+    )
+    out = {}
+    for col in ("category", "price", "position", "click"):
+        counts = {str(r[col]): r["count"] for r in rows.groupBy(col).count().collect()}
+        out[col] = counts
+    return out
+
+
+def drift_against(previous: dict, today: dict) -> dict[str, float]:
+    return {k: round(psi(previous[k], today[k]), 4) for k in today if k in previous}
+
+
+def volume_check(layout: Layout, ds: str, n: int, cfg: ValidateSettings) -> dict:
+    history = []
+    for day in reversed(layout.processed_days("examples")):
+        if day >= ds:
+            continue
+        summary = read_json(layout.run_dir(day) / "validate.json")
+        if summary and summary.get("success"):
+            history.append(summary["examples"])
+        if len(history) >= cfg.volume_window_days:
+            break
+    if not history:
+        return {"success": True, "ratio": None, "reference_days": 0}
+    ratio = n / (sum(history) / len(history))
+    ok = cfg.min_volume_ratio <= ratio <= cfg.max_volume_ratio
+    return {"success": ok, "ratio": round(ratio, 3), "reference_days": len(history)}
+
+
+def validate_day(spark, ds: str, settings: Settings) -> dict:
+    """Run every check for ``ds``; write the summary and report; raise on a hard failure."""
+    check_ds(ds)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+
+    started = time.perf_counter()
+    cfg = settings.validate
+    layout = Layout(settings.data_root)
+    examples = spark.read.parquet(str(layout.examples(ds)))
+    events = spark.read.parquet(str(layout.clean_events(ds)))
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
+    params = suite_parameters(cfg)
+    results = run_suite(context, "clean_events", events, params)
+    results += run_suite(context, "examples", examples, params)
+    n_examples = examples.count()
+
+    volume = volume_check(layout, ds, n_examples, cfg)
+    histograms = feature_histograms(examples)
+    previous_ds = layout.latest_before("examples", ds)
+    previous = read_json(layout.run_dir(previous_ds) / "validate.json") if previous_ds else None
+    drift = drift_against(previous["histograms"], histograms) if previous else {}
+    failures = [r for r in results if not r["success"]]
+    problems = [_describe(r) for r in failures]
+    if not volume["success"]:
+        problems.append(
+            f"volume: {n_examples} examples is {volume['ratio']}x the mean of the last "
+            f"{volume['reference_days']} days (allowed {cfg.min_volume_ratio}-"
+            f"{cfg.max_volume_ratio}x)"
+        )
+    summary = {
+        "ds": ds,
+        "success": not problems,
+        "problems": problems,
+        "examples": n_examples,
+        "expectations_evaluated": len(results),
+        "expectations_failed": len(failures),
+        "results": results,
+        "volume": volume,
+        "drift_reference": previous_ds,
+        "drift_psi": drift,
+        "drift_flagged": sorted(k for k, v in drift.items() if v > cfg.drift_psi_warn),
+        "histograms": histograms,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    runs = layout.run_dir(ds)
+    write_json(runs / "validate.json", summary)
+    (runs / "validation.html").write_text(render_html(summary))
+    if problems:
+        raise DataValidationError(f"validation of {ds} failed:\n  " + "\n  ".join(problems))
+    log.info("validate %s: %d expectations passed, drift %s", ds, len(results), drift)
+    return {k: v for k, v in summary.items() if k not in ("results", "histograms")}
+
+
+def _describe(r: dict) -> str:
+    where = f"({r['column']})" if r["column"] else "(table)"
+    if r["error"]:
+        return f"{r['suite']}: {r['expectation']}{where} could not run: {r['error']}"
+    if r["unexpected_count"] is not None:
+        return (
+            f"{r['suite']}: {r['expectation']}{where} failed: {r['unexpected_count']} "
+            f"unexpected of {r['element_count']} rows"
+        )
+    return f"{r['suite']}: {r['expectation']}{where} failed: observed {r['observed_value']}"
+
+
+def render_html(summary: dict) -> str:
+    esc = html.escape
+    rows = "".join(
+        f"<tr class={'ok' if r['success'] else 'bad'}><td>{esc(r['suite'])}</td>"
+        f"<td>{esc(r['expectation'])}</td><td>{esc(str(r['column'] or ''))}</td>"
+        f"<td>{'pass' if r['success'] else 'FAIL'}</td>"
+        f"<td>{esc(str(r['unexpected_count'] if r['unexpected_count'] is not None else ''))}</td>"
+        f"<td>{esc(str(r['observed_value'] if r['observed_value'] is not None else ''))}</td></tr>"
+        for r in summary["results"]
+    )
+    drift = "".join(
+        f"<tr><td>{esc(k)}</td><td>{v:.4f}</td></tr>" for k, v in summary["drift_psi"].items()
+    )
+    status = "PASSED" if summary["success"] else "FAILED"
+    problems = "".join(f"<li>{esc(p)}</li>" for p in summary["problems"])
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>FreshRank validation {summary["ds"]}</title>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;text-align:left}}
+.bad{{background:#fdd}} .ok{{background:#efe}}</style></head><body>
+<h1>Validation of {summary["ds"]}: {status}</h1>
+<p>{summary["examples"]} examples; {summary["expectations_evaluated"]} expectations,
+{summary["expectations_failed"]} failed; volume ratio {summary["volume"]["ratio"]}.</p>
+<ul>{problems}</ul>
+<h2>Expectations</h2><table><tr><th>suite</th><th>expectation</th><th>column</th>
+<th>result</th><th>unexpected</th><th>observed</th></tr>{rows}</table>
+<h2>Drift vs {summary["drift_reference"]} (PSI)</h2><table>{drift}</table>
+</body></html>"""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ds", required=True)
+    parser.add_argument("--config")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    from jobs.spark import get_spark
+
+    settings = load_settings(args.config)
+    try:
+        print(validate_day(get_spark(settings.preprocess), check_ds(args.ds), settings))
+    except DataValidationError as exc:
+        print(exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Great Expectations validation: good days pass, each kind of bad day stops with a reason."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from jobs.layout import Layout
+from jobs.validate import DataValidationError, psi, validate_day
+from tests.models.conftest import make_examples, write_day
+
+DS = "2026-11-20"
+
+
+def write_events(layout: Layout, ds: str, df: pd.DataFrame) -> None:
+    path = layout.clean_events(ds)
+    path.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(path / "part-0.parquet", index=False)
+    (path / "_SUCCESS").touch()
+
+
+def good_events(n: int = 50) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(n)],
+            "event_time": pd.Timestamp("2026-11-20T10:00:00"),
+            "event_type": "impression",
+            "user_id": "u1",
+            "session_id": "s1",
+            "request_id": "r1",
+            "query": "q",
+            "item_id": [f"i{i}" for i in range(n)],
+            "position": 1,
+            "price": 10.0,
+        }
+    )
+
+
+@pytest.fixture
+def day(settings):
+    layout = Layout(settings.data_root)
+
+    def deliver(examples=None, events=None, ds=DS):
+        write_day(layout, ds, make_examples(1000, seed=1) if examples is None else examples)
+        write_events(layout, ds, good_events() if events is None else events)
+        return layout
+
+    return deliver
+
+
+def test_good_day_passes_and_writes_report(spark, settings, day):
+    layout = day()
+    summary = validate_day(spark, DS, settings)
+    assert summary["success"] and summary["expectations_failed"] == 0
+    assert summary["expectations_evaluated"] >= 30
+    assert (layout.run_dir(DS) / "validate.json").exists()
+    assert "PASSED" in (layout.run_dir(DS) / "validation.html").read_text()
+
+
+def _broken(column, value, rows=slice(0, 12)):
+    df = make_examples(1000, seed=1)
+    df[column] = df[column].astype(object)
+    df.loc[df.index[rows], column] = value
+    return df
+
+
+@pytest.mark.parametrize(
+    ("examples", "events", "message"),
+    [
+        (
+            _broken("user_bucket", None),
+            None,
+            "expect_column_values_to_not_be_null(user_bucket) failed: 12 unexpected of 1000",
+        ),
+        (
+            _broken("item_bucket", 1 << 20),
+            None,
+            "expect_column_values_to_be_between(item_bucket) failed: 12 unexpected",
+        ),
+        (
+            _broken("label_click", 2),
+            None,
+            "expect_column_values_to_be_in_set(label_click) failed: 12 unexpected",
+        ),
+        (make_examples(50, seed=1), None, "expect_table_row_count_to_be_between(table)"),
+        (
+            _broken("label_click", 1, slice(0, 900)),
+            None,
+            "expect_column_mean_to_be_between(label_click)",
+        ),
+        (
+            None,
+            pd.concat([good_events(), good_events(3)]),
+            "clean_events: expect_column_values_to_be_unique(event_id) failed: 6 unexpected",
+        ),
+        (
+            None,
+            good_events().assign(price=-1.0),
+            "expect_column_values_to_be_between(price) failed: 50 unexpected",
+        ),
+    ],
+)
+def test_bad_days_fail_naming_expectation_column_and_count(
+    spark, settings, day, examples, events, message
+):
+    layout = day(examples, events)
+    with pytest.raises(DataValidationError) as err:
+        validate_day(spark, DS, settings)
+    assert message in str(err.value)
+    report = (layout.run_dir(DS) / "validate.json").read_text()
+    assert '"success": false' in report  # written before raising
+
+
+def test_volume_spike_fails_and_drift_is_only_recorded(spark, settings, day):
+    day()
+    validate_day(spark, DS, settings)
+    # Next day: a different category mix (drift) at normal volume passes with a flag.
+    shifted = make_examples(1000, seed=2, items=[0, 7, 14])  # all in category c0
+    day(shifted, ds="2026-11-21")
+    summary = validate_day(spark, "2026-11-21", settings)
+    assert summary["success"]
+    assert summary["drift_psi"]["category"] > settings.validate.drift_psi_warn
+    assert "category" in summary["drift_flagged"]
+    # A day 30x larger than the recent mean is a hard failure.
+    day(make_examples(30_000, seed=3), ds="2026-11-22")
+    with pytest.raises(DataValidationError, match="volume: 30000 examples"):
+        validate_day(spark, "2026-11-22", settings)
+
+
+def test_psi_is_zero_for_equal_and_large_for_disjoint():
+    assert psi({"a": 5, "b": 5}, {"a": 50, "b": 50}) == pytest.approx(0)
+    assert psi({"a": 10}, {"b": 10}) > 5
