@@ -34,7 +34,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/python -m jobs.demo --days $(DAYS)
+	$(BIN)/python -m jobs.demo --reset --days $(DAYS)
 
 test: setup lint
 	$(BIN)/python -m pytest

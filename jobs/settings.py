@@ -67,7 +67,7 @@ class TrainSettings:
     batch_size: int = 512
     learning_rate: float = 0.002
     finetune_learning_rate: float = 0.001
-    retrain_epochs: int = 3
+    retrain_epochs: int = 2
     full_epochs: int = 1
     light_epochs: int = 1
     # Replay: a sample of recent days is mixed into the fine-tune to bound forgetting.

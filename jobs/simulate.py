@@ -38,14 +38,14 @@ from jobs.layout import Layout, shift_ds
 
 @dataclass(frozen=True)
 class WorldConfig:
-    n_users: int = 3000
-    n_items: int = 5000
+    n_users: int = 2000
+    n_items: int = 3000
     n_categories: int = 24
     n_brands: int = 80
     requests_per_day: int = 8000
     impressions_per_request: int = 10
-    new_users_per_day: int = 150
-    new_items_per_day: int = 150
+    new_users_per_day: int = 100
+    new_items_per_day: int = 100
     latent_dim: int = 8
     # Drift per day: random-walk step of category trends and of user tastes.
     trend_drift: float = 0.25
@@ -99,6 +99,7 @@ class WorldState:
     item_brand: np.ndarray
     item_price: np.ndarray
     item_launch: np.ndarray
+    item_quality: np.ndarray
     trend: np.ndarray
     price_changed: np.ndarray  # item indices whose price changed today
 
@@ -127,14 +128,16 @@ def _new_items(rng, cfg: WorldConfig, n: int, day: int):
     brand = rng.integers(0, cfg.n_brands, n)
     base_price = np.exp(2.5 + (cat % 5) * 0.4)
     price = np.round(base_price * np.exp(rng.normal(0, 0.5, n)), 2)
-    return vec, cat, brand, price, np.full(n, day)
+    # A popularity/quality main effect: some items sell whoever looks at them.
+    quality = rng.normal(0, 0.8, n)
+    return vec, cat, brand, price, np.full(n, day), quality
 
 
 def world_state(cfg: WorldConfig, day: int) -> WorldState:
     """The hidden state on day ``day`` (0 = the first simulated day), replayed from day 0."""
     rng = np.random.default_rng([cfg.seed, 0, 0])
     uv, uh, us = _new_users(rng, cfg, cfg.n_users)
-    iv, ic, ib, ip, il = _new_items(rng, cfg, cfg.n_items, 0)
+    iv, ic, ib, ip, il, iq = _new_items(rng, cfg, cfg.n_items, 0)
     trend = rng.normal(0, 0.5, cfg.n_categories)
     changed = np.arange(0)
     for d in range(1, day + 1):
@@ -146,10 +149,11 @@ def world_state(cfg: WorldConfig, day: int) -> WorldState:
         ip[changed] = np.round(ip[changed] * np.exp(rng.normal(0, 0.2, len(changed))), 2)
         nuv, nuh, nus = _new_users(rng, cfg, cfg.new_users_per_day)
         uv, uh, us = np.vstack([uv, nuv]), np.concatenate([uh, nuh]), np.concatenate([us, nus])
-        niv, nic, nib, nip, nil = _new_items(rng, cfg, cfg.new_items_per_day, d)
+        niv, nic, nib, nip, nil, niq = _new_items(rng, cfg, cfg.new_items_per_day, d)
         iv, ic, ib = np.vstack([iv, niv]), np.concatenate([ic, nic]), np.concatenate([ib, nib])
         ip, il = np.concatenate([ip, nip]), np.concatenate([il, nil])
-    return WorldState(day, uv, uh, us, iv, ic, ib, ip, il, trend, changed)
+        iq = np.concatenate([iq, niq])
+    return WorldState(day, uv, uh, us, iv, ic, ib, ip, il, iq, trend, changed)
 
 
 def _ids(prefix: str, idx: np.ndarray) -> np.ndarray:
@@ -185,7 +189,8 @@ def simulate_events(cfg: WorldConfig, state: WorldState, ds: str):
     u = users[:, None]
     logit = (
         cfg.click_bias
-        + 1.6 * np.einsum("rd,rkd->rk", state.user_vec[users], state.item_vec[items])
+        + state.item_quality[items]
+        + np.einsum("rd,rkd->rk", state.user_vec[users], state.item_vec[items])
         + state.trend[state.item_cat[items]]
         + 0.8 * (state.user_home[u] == state.item_cat[items])
         - state.user_price_sens[u] * np.log(state.item_price[items]) / 2

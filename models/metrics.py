@@ -34,3 +34,60 @@ def log_loss(y_true, y_prob, eps: float = 1e-7) -> float:
 
 def score_metrics(y_true, y_prob) -> dict[str, float]:
     return {"auc": auc(y_true, y_prob), "log_loss": log_loss(y_true, y_prob)}
+
+
+def expected_calibration_error(y_true, y_prob, bins: int = 10) -> float:
+    """ECE: mean |observed rate - predicted probability| over equal-width bins, by weight."""
+    curve = calibration_curve(y_true, y_prob, bins)
+    n = sum(c["n"] for c in curve)
+    return float(sum(c["n"] * abs(c["observed"] - c["predicted"]) for c in curve) / max(n, 1))
+
+
+def calibration_curve(y_true, y_prob, bins: int = 10) -> list[dict]:
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    p = np.asarray(y_prob, dtype=np.float64).ravel()
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            out.append(
+                {
+                    "bin": b,
+                    "n": int(mask.sum()),
+                    "predicted": float(p[mask].mean()),
+                    "observed": float(y[mask].mean()),
+                }
+            )
+    return out
+
+
+def ranking_metrics(request_ids, y_true, y_score, k: int = 10) -> dict[str, float]:
+    """Mean NDCG@k and recall@k over requests with at least one positive."""
+    import pandas as pd
+
+    df = pd.DataFrame(
+        {
+            "r": np.asarray(request_ids),
+            "y": np.asarray(y_true, dtype=np.float64),
+            "s": np.asarray(y_score, dtype=np.float64),
+        }
+    )
+    df = df[df.groupby("r")["y"].transform("sum") > 0]
+    if df.empty:
+        return {f"ndcg@{k}": float("nan"), f"recall@{k}": float("nan"), "ranked_requests": 0}
+    df = df.sort_values(["r", "s"], ascending=[True, False], kind="mergesort")
+    df["rank"] = df.groupby("r").cumcount() + 1
+    df["gain"] = np.where(df["rank"] <= k, df["y"] / np.log2(df["rank"] + 1), 0.0)
+    dcg = df.groupby("r")["gain"].sum()
+    ideal = df.sort_values(["r", "y"], ascending=[True, False], kind="mergesort")
+    ideal_rank = ideal.groupby("r").cumcount() + 1
+    ideal_gain = np.where(ideal_rank <= k, ideal["y"] / np.log2(ideal_rank + 1), 0.0)
+    idcg = pd.Series(ideal_gain, index=ideal.index).groupby(ideal["r"]).sum()
+    hits = df[df["rank"] <= k].groupby("r")["y"].sum()
+    recall = hits.reindex(dcg.index, fill_value=0) / df.groupby("r")["y"].sum()
+    return {
+        f"ndcg@{k}": float((dcg / idcg).mean()),
+        f"recall@{k}": float(recall.mean()),
+        "ranked_requests": int(len(dcg)),
+    }

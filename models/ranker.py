@@ -42,7 +42,8 @@ def build_ranker(embedding_dim: int = 16, hidden_units=(64, 32), seed: int = 7):
         emb = k.layers.Embedding(buckets, embedding_dim, name=f"{name}_embedding")(inputs[col])
         parts.append(k.layers.Flatten(name=f"{name}_flat")(emb))
     inputs["dense"] = k.Input(shape=(len(features.DENSE_FEATURES),), dtype="float32", name="dense")
-    parts.append(inputs["dense"])
+    # Dense features live on small, different scales (position is 0.02-0.2): normalise them.
+    parts.append(k.layers.BatchNormalization(name="dense_norm")(inputs["dense"]))
     x = k.layers.Concatenate(name="concat")(parts)
     for i, units in enumerate(hidden_units):
         x = k.layers.Dense(units, activation="relu", name=f"mlp_{i}")(x)
