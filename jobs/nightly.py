@@ -145,19 +145,22 @@ def register(ds: str, settings: Settings, dry_run: bool = False) -> dict:
     train = read_json(runs / "fine_tune.json") or {}
     comp = read_json(runs / "compress.json") or {}
     ev = read_json(runs / "evaluate.json") or {}
-    champ = ev.get("champion") or {}
     metrics = {
-        "auc_float": ev["candidate"]["float"]["auc"],
-        "auc_int8": ev["candidate"]["int8"]["auc"],
-        "log_loss_float": ev["candidate"]["float"]["log_loss"],
-        "log_loss_int8": ev["candidate"]["int8"]["log_loss"],
-        "champion_auc_int8": (champ.get("int8") or {}).get("auc"),
         "holdout_rows": ev["holdout_rows"],
         "train_rows": train.get("rows"),
         "int8_tflite_bytes": comp["sizes"]["int8_tflite"]["bytes"],
+        "int8_tflite_gzip_bytes": comp["sizes"]["int8_tflite"]["gzip_bytes"],
         "float_tflite_bytes": comp["sizes"]["float_tflite"]["bytes"],
         "keras_bytes": comp["sizes"]["keras"]["bytes"],
+        **{k: v for k, v in (ev.get("latency") or {}).items() if k != "threads"},
     }
+    for model, by_segment in ev["segments"].items():
+        for segment, values in by_segment.items():
+            prefix = model if segment == "all" else f"{model}.{segment.replace('=', '_')}"
+            for name in ("auc", "log_loss", "ece", "ndcg@10", "recall@10"):
+                value = values.get(name)
+                if value is not None and value == value:  # MLflow rejects NaN
+                    metrics[f"{prefix}.{name.replace('@', '_at_')}"] = value
     params = {
         "strategy": decision.get("strategy"),
         "epochs": train.get("epochs"),
@@ -180,7 +183,8 @@ def register(ds: str, settings: Settings, dry_run: bool = False) -> dict:
         "validation_success": val.get("success"),
     }
     candidate_dir = layout.model_dir(ds) / "candidate"
-    reports = [runs / "validation.html", *(runs / f"{s}.json" for s in STAGES[:-1])]
+    reports = [runs / "validation.html", runs / "report.html"]
+    reports += [runs / f"{stage}.json" for stage in STAGES[:-1]]
     result = register_candidate(settings, candidate_dir, params, metrics, tags, promote, reports)
     if dry_run:
         why = "dry run: never promotes"

@@ -93,6 +93,10 @@ class GateSettings:
     max_auc_drop: float = 0.002
     # The int8 model may lose at most this much AUC against its own float model.
     max_int8_auc_gap: float = 0.01
+    # Segment guard: new users / new items may lose at most this much AUC vs the champion,
+    # judged only where the segment has enough rows (and both classes) in the holdout.
+    max_segment_auc_drop: float = 0.02
+    min_segment_rows: int = 300
 
 
 @dataclass(frozen=True)

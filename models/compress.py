@@ -32,13 +32,16 @@ def file_sizes(path: Path) -> dict:
 
 
 def layer_sparsity(model) -> dict[str, float]:
-    """Share of exactly-zero weights in each prunable kernel/embedding."""
-    out = {}
+    """Share of exactly-zero weights in each prunable kernel/embedding, and ``total``."""
+    out, zeros, count = {}, 0, 0
     for layer in model.layers:
         for w in layer.weights:
             if "kernel" in w.name or "embeddings" in w.name:
                 values = w.numpy()
                 out[layer.name] = round(float(np.mean(values == 0)), 4)
+                zeros += int(np.sum(values == 0))
+                count += values.size
+    out["total"] = round(zeros / max(count, 1), 4)
     return out
 
 

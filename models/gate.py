@@ -8,6 +8,9 @@ not just the first failure, so the registry tag lists every reason:
   model it came from (catches silent quantization/calibration failures);
 * against the champion (both int8, same holdout): candidate AUC >= champion AUC -
   ``max_auc_drop`` (a small drop is tolerated, so noise does not freeze the model);
+* segment guard: on new users and new items the candidate may lose at most
+  ``max_segment_auc_drop`` AUC against the champion, where the segment has at least
+  ``min_segment_rows`` holdout rows (smaller segments are reported, not judged);
 * first run (no champion): only the first two checks apply.
 """
 
@@ -48,4 +51,28 @@ def decide(candidate: dict, champion: dict | None, cfg: GateSettings) -> tuple[b
             )
         else:
             reasons.append(f"int8 AUC {auc8:.4f} vs champion {champ:.4f} ({delta:+.4f})")
+        for seg in GUARDED_SEGMENTS:
+            ok, reason = _segment_guard(seg, candidate, champion, cfg)
+            passed &= ok
+            if reason:
+                reasons.append(reason)
     return passed, reasons
+
+
+GUARDED_SEGMENTS = ("new_users", "new_items")
+
+
+def _segment_guard(seg: str, candidate: dict, champion: dict, cfg: GateSettings):
+    cand = (candidate.get("segments") or {}).get(seg)
+    champ = (champion.get("segments") or {}).get(seg)
+    if not cand or not champ:
+        return True, None
+    a, b = cand.get("auc", float("nan")), champ.get("auc", float("nan"))
+    if cand.get("rows", 0) < cfg.min_segment_rows or math.isnan(a) or math.isnan(b):
+        return True, f"{seg}: {cand.get('rows', 0)} rows, too few to judge"
+    if a < b - cfg.max_segment_auc_drop:
+        return (
+            False,
+            f"{seg}: AUC {a:.4f} vs champion {b:.4f} drops more than {cfg.max_segment_auc_drop}",
+        )
+    return True, f"{seg}: AUC {a:.4f} vs champion {b:.4f}"

@@ -20,7 +20,7 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "freshrank_nightly" in dagbag.dags
+    assert {"freshrank_nightly", "freshrank_rollback"} <= set(dagbag.dags)
 
 
 def test_policy_on_every_dag(dagbag):
@@ -52,6 +52,20 @@ def test_nightly_wiring_and_params(dagbag):
         assert down in dag.get_task(up).downstream_task_ids
     assert set(dag.params.keys()) >= {"strategy", "dry_run"}
     assert "Data" in type(dag.timetable).__name__  # logical date = the data day
+
+
+def test_params_reject_bad_values(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    version = dagbag.dags["freshrank_rollback"].params.get_param("version")
+    assert version.resolve("12") == "12" and version.resolve("previous") == "previous"
+    for bad in ("../etc", "0", "latest"):
+        with pytest.raises(ParamValidationError):
+            version.resolve(bad)
+    strategy = dagbag.dags["freshrank_nightly"].params.get_param("strategy")
+    assert strategy.resolve("light") == "light"
+    with pytest.raises(ParamValidationError):
+        strategy.resolve("yolo")
 
 
 def test_dag_files_import_nothing_heavy_at_parse_time():

@@ -76,3 +76,29 @@ def test_auc_matches_pairwise_definition_with_ties():
     assert auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
     assert math.isnan(auc([1, 1], [0.2, 0.3]))
     assert log_loss([1, 0], [0.5, 0.5]) == pytest.approx(math.log(2))
+
+
+def _seg(auc, rows=1000):
+    return {"new_items": {"auc": auc, "rows": rows}, "new_users": {"auc": 0.7, "rows": rows}}
+
+
+def test_gate_segment_guard_on_new_items():
+    cand = {"auc_int8": 0.71, "auc_float": 0.71, "segments": _seg(0.60)}
+    champ = {"auc_int8": 0.70, "segments": _seg(0.66)}
+    passed, reasons = decide(cand, champ, G)
+    assert not passed and any(r.startswith("new_items: AUC 0.6000") for r in reasons)
+    # The same drop on a segment too small to judge is reported, not blocking.
+    cand["segments"], champ["segments"] = _seg(0.60, rows=50), _seg(0.66, rows=50)
+    passed, reasons = decide(cand, champ, G)
+    assert passed and any("too few to judge" in r for r in reasons)
+
+
+def test_calibration_and_ranking_metrics():
+    from models.metrics import expected_calibration_error, ranking_metrics
+
+    assert expected_calibration_error([1, 0, 1, 0], [1.0, 0.0, 1.0, 0.0]) == 0
+    assert expected_calibration_error([0, 0, 0, 0], [0.9, 0.9, 0.9, 0.9]) == pytest.approx(0.9)
+    r = ranking_metrics(["a", "a", "a", "b", "b"], [0, 0, 1, 1, 0], [0.9, 0.5, 0.1, 0.8, 0.2], k=2)
+    assert r["ranked_requests"] == 2
+    assert r["recall@2"] == pytest.approx(0.5)  # a's click is ranked 3rd, b's 1st
+    assert r["ndcg@2"] == pytest.approx(0.5)
