@@ -21,6 +21,7 @@ from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 CHAMPION, PREVIOUS = "champion", "previous"
+HISTORY_LENGTH = 50
 PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "tf-keras==2.21.0", "pandas==2.3.3", "numpy==2.4.6"]
 
 
@@ -134,7 +135,14 @@ def register_candidate(
 
 
 def promote(settings: Settings, version: str, reason: str) -> None:
-    """Move ``champion`` to ``version``, keeping the old champion as ``previous``."""
+    """Move ``champion`` to ``version``, keeping the old champion as ``previous``.
+
+    Every move is appended to the registered model's ``champion_history`` tag (JSON, last
+    ``HISTORY_LENGTH`` moves), so the whole lineage of promotions and rollbacks is visible.
+    """
+    import datetime as dt
+    import json
+
     c = client(settings)
     name = settings.model_name
     current = alias_version(settings, CHAMPION)
@@ -144,6 +152,16 @@ def promote(settings: Settings, version: str, reason: str) -> None:
         c.set_registered_model_alias(name, PREVIOUS, current)
     c.set_registered_model_alias(name, CHAMPION, str(version))
     c.set_model_version_tag(name, str(version), "promotion_reason", reason)
+    history = json.loads(c.get_registered_model(name).tags.get("champion_history", "[]"))
+    history.append(
+        {
+            "version": str(version),
+            "from": current,
+            "reason": reason,
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+    )
+    c.set_registered_model_tag(name, "champion_history", json.dumps(history[-HISTORY_LENGTH:]))
 
 
 def rollback(settings: Settings, to: str = PREVIOUS, reason: str = "manual rollback") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -129,6 +130,11 @@ def test_compress_evaluate_register_promote_and_rollback(two_days):
     assert registry.alias_version(s, "previous") == v1["version"]
     assert registry.rollback(s, reason="bad model") == v1["version"]
     assert registry.alias_version(s) == v1["version"]
+    history = json.loads(
+        registry.client(s).get_registered_model(s.model_name).tags["champion_history"]
+    )
+    assert [h["version"] for h in history] == [v1["version"], v2["version"], v1["version"]]
+    assert history[-1]["reason"] == "rollback: bad model" and history[-1]["from"] == v2["version"]
 
     # The champion served through the pyfunc flavour scores raw rows like the int8 model.
     model = mlflow.pyfunc.load_model(f"models:/{s.model_name}@champion")
