@@ -119,7 +119,7 @@ def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:.{digits}f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
 
 
@@ -172,6 +172,9 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", default="demo", help="simulator scale: tiny, demo, bench")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--reset", action="store_true", help="start from an empty var/")
+    parser.add_argument(
+        "--clean", action="store_true", help="deliver clean logs (default: a little dirt)"
+    )
     args = parser.parse_args(argv)
     from jobs import simulate
 
@@ -183,7 +186,9 @@ def main(argv=None) -> int:
     if args.scale not in simulate.SCALES:
         raise SystemExit(f"unknown scale {args.scale!r}; choose from {sorted(simulate.SCALES)}")
     config = dataclasses.replace(simulate.SCALES[args.scale], seed=args.seed)
-    for stats in simulate.generate_days(settings.data_root, args.start, args.days, config):
+    # Real deliveries are dirty: duplicates, late and future events, broken lines, nulls.
+    dirt = simulate.DirtConfig() if args.clean else simulate.DIRTY
+    for stats in simulate.generate_days(settings.data_root, args.start, args.days, config, dirt):
         print(f"   {stats}", flush=True)
     print("== initialising the Airflow DB", flush=True)
     log_dir = REPO_ROOT / "var" / "demo-logs"
