@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GIT_PYTHON_REFRESH := quiet
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup java demo test lint format bench clean
+.PHONY: setup java demo test lint format bench up down clean
 setup: java $(VENV)/.installed
 
 java:
@@ -38,6 +38,12 @@ demo: setup
 
 test: setup lint
 	$(BIN)/python -m pytest
+
+up: setup
+	scripts/up.sh
+
+down:
+	scripts/down.sh
 
 bench: setup
 	$(BIN)/python -m models.bench --out var/bench

@@ -29,8 +29,18 @@ import datetime as dt
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
+
+def _record_failure(context) -> None:
+    """Failure callback: the failed stage and reason go to the run summary and MLflow."""
+    from jobs.nightly import record_failure
+
+    ti = context["ti"]
+    record_failure(context["ds"], ti.task_id, repr(context.get("exception")), _settings())
+
+
 DEFAULT_ARGS = {
     "owner": "freshrank",
+    "on_failure_callback": _record_failure,
     "retries": 2,
     "retry_delay": dt.timedelta(minutes=1),
     "retry_exponential_backoff": True,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,9 +56,8 @@ def run_day(ds: str, settings: Settings, log_dir: Path, env: dict | None = None)
     log_path = log_dir / f"{DAG_ID}-{ds}.log"
     rc = airflow("dags", "test", DAG_ID, ds, log_path=log_path, env=env)
     text = log_path.read_text(errors="replace")
-    state = "success" if "state=success" in text or "state=DagRunState.SUCCESS" in text else None
-    if state is None:
-        state = "failed" if rc != 0 or "state=failed" in text else "unknown"
+    finished = re.findall(r"DagRun Finished: .*?\bstate=(?:DagRunState\.)?(\w+)", text)
+    state = finished[-1].lower() if finished else ("failed" if rc else "unknown")
     return {
         **day_row(ds, settings),
         "dag_state": state,

@@ -33,6 +33,38 @@ def record(settings: Settings, ds: str, stage: str, summary: dict) -> dict:
     return summary
 
 
+def record_failure(ds: str, stage: str, reason: str, settings: Settings) -> dict:
+    """Write why a night failed where users look: ``runs/dt=<ds>/failure.json`` and an MLflow
+    run tagged ``status=failed`` with ``failed_stage`` and ``failure_reason``."""
+    import datetime as dt
+
+    summary = {
+        "ds": ds,
+        "failed_stage": stage,
+        "reason": reason[:5000],
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    record(settings, ds, "failure", summary)
+    try:
+        import mlflow
+
+        from models.registry import ensure_experiment
+
+        ensure_experiment(settings)
+        with mlflow.start_run(run_name=f"nightly-{ds}-failed"):
+            mlflow.set_tags(
+                {
+                    "ds": ds,
+                    "status": "failed",
+                    "failed_stage": stage,
+                    "failure_reason": reason[:5000],
+                }
+            )
+    except Exception as exc:  # noqa: BLE001 - never hide the original failure behind this one
+        log.warning("could not record the failure of %s in MLflow: %s", ds, exc)
+    return summary
+
+
 def delta_ready(ds: str, settings: Settings) -> bool:
     """True when the day's event files are there (the catalog delta is optional)."""
     return bool(data_files(Layout(settings.data_root).raw_events(check_ds(ds))))

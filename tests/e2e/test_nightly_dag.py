@@ -7,6 +7,7 @@ that loads in the TFLite interpreter and scores.
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from jobs.settings import load_settings
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 DAYS = ["2026-11-20", "2026-11-21"]
+BAD_DAY = "2026-11-22"
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +38,22 @@ def world(tmp_path_factory):
         "FRESHRANK_ARTIFACT_ROOT": str(root / "artifacts"),
     }
     settings = load_settings(env=env)
-    simulate.generate_days(settings.data_root, DAYS[0], len(DAYS), simulate.SCALES["tiny"])
+    simulate.generate_days(settings.data_root, DAYS[0], 3, simulate.SCALES["tiny"])
+    # The third delivery lost its clicks: validation must stop that night.
+    path = Layout(settings.data_root).raw_events(BAD_DAY) / "part-00000.jsonl.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    kept = [line for line in lines if '"event_type":"click"' not in line]
+    path.write_bytes(gzip.compress(("\n".join(kept) + "\n").encode()))
     assert airflow("db", "migrate", log_path=root / "migrate.log", env=env) == 0
-    rows = [run_day(ds, settings, root / "logs", env=env) for ds in DAYS]
+    rows = [run_day(ds, settings, root / "logs", env=env) for ds in [*DAYS, BAD_DAY]]
     return settings, rows
 
 
 def test_both_dag_runs_succeed_and_record_every_stage(world):
     settings, rows = world
-    for row in rows:
+    for row in rows[:2]:
         assert row["dag_state"] == "success", Path(row["log"]).read_text()[-3000:]
-    first, second = rows
+    first, second, _ = rows
     assert first["strategy"] == "retrain" and first["promoted"] is True
     assert second["strategy"] in ("light", "full")
     assert second["champion_auc_int8"] is not None  # day 2 was compared with day 1's champion
@@ -76,3 +83,22 @@ def test_registry_has_two_versions_a_champion_and_a_working_int8_model(world, tm
     scores = scorer.predict(ranker.to_inputs(holdout))
     assert scores.shape == (len(holdout),)
     assert np.all((scores >= 0) & (scores <= 1)) and scores.std() > 0
+
+
+def test_bad_delivery_stops_the_night_with_the_reason_recorded(world):
+    from models import registry
+
+    settings, rows = world
+    assert rows[2]["dag_state"] == "failed"
+    layout = Layout(settings.data_root)
+    failure = read_json(layout.run_dir(BAD_DAY) / "failure.json")
+    assert failure["failed_stage"] == "validate"
+    assert "expect_column_mean_to_be_between(label_click)" in failure["reason"]
+    assert not (layout.run_dir(BAD_DAY) / "fine_tune.json").exists()  # nothing trained
+    c = registry.client(settings)
+    runs = c.search_runs(
+        [c.get_experiment_by_name(settings.experiment).experiment_id],
+        filter_string=f"tags.status = 'failed' and tags.ds = '{BAD_DAY}'",
+    )
+    assert len(runs) == 1 and runs[0].data.tags["failed_stage"] == "validate"
+    assert len(c.search_model_versions(f"name='{settings.model_name}'")) == 2
