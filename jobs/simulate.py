@@ -1,24 +1,38 @@
 """A simulated e-commerce shop that writes each day's raw delta in the data contract.
 
-The default data source of the demo and the tests; the pipeline never knows its data came
-from here. Run it with::
+The default data source of the demo, the benchmarks and the tests; the pipeline never knows
+its data came from here. Run it with::
 
-    python -m jobs.simulate --data-root var/data --start 2026-11-20 --days 3 --scale demo
+    python -m jobs.simulate --data-root var/data --start 2026-11-20 --days 3 --scale demo \
+        [--seed 7] [--dirty] [--no-gzip] [--first-day N]
+
+or from Python with :func:`generate_days` / :func:`generate_day`. Per logical date ``ds`` it
+writes, under the data root (paths from :class:`jobs.layout.Layout`):
+
+    raw/events/dt=<ds>/part-00000.jsonl.gz   the day's events (``.jsonl`` with compress=False)
+    raw/items/dt=<ds>/items.jsonl            catalog changes: the full catalog on day 0, then
+                                             new items and items whose price changed
+    raw/*/dt=<ds>/_SUCCESS                   delivery-complete marker, written last
+    sim/truth/dt=<ds>/truth.parquet          event_id, p_click of every impression that was
+                                             delivered intact (kept outside raw/)
 
 Hidden ground truth: users and items have latent vectors; an impression is clicked with
-probability ``sigmoid(bias + u.v + trend[category] + home-category affinity
-- price sensitivity * log(price) + position bias)``. Every day the world drifts: category
-trends take a random-walk step, user tastes move a little, some prices change, new items
-launch and new users arrive (and are active on their first day). Search requests show
-``impressions_per_request`` items, ranked by a noisy version of the true relevance, so
-position and relevance are correlated as in a real shop; clicks lead to add-to-carts and
-purchases. The true click probability of every impression goes to
-``sim/truth/dt=<ds>/truth.parquet`` (outside ``raw/``), so the oracle AUC is known.
+probability ``sigmoid(bias + item quality + u.v + trend[category] + home-category affinity
++ queried-brand match - price sensitivity * log(price) / 2 - position_decay * log(position))``.
+A request is a user's search (mostly in their home category, otherwise a trending one; some
+are browse requests without text): candidates come mostly from the searched category and are
+shown in the order of a noisy version of the true relevance, so position and relevance are
+correlated as in a real shop. Clicks lead to add-to-carts and purchases.
 
-Deterministic by seed: day ``n`` alone is identical to day ``n`` generated in a sequence,
-because the world state is replayed from day 0 (cheap arrays) with per-day random streams.
-``DirtConfig`` makes a delivery dirty (duplicates, late and future times, malformed lines,
-nulls, negative prices, unknown event types) for tests of the preprocessing rules.
+Every day the world drifts: category trends take a random-walk step, user tastes move a
+little, some prices change, new items launch and new users arrive (active on their first
+day). A model that is never updated loses several AUC points within two weeks.
+
+Deterministic by seed: the same seed and day give byte-identical files, and day ``n`` alone
+equals day ``n`` generated in a sequence, because the world state is replayed from day 0
+(cheap arrays) with one random stream per (seed, purpose, day).
+:class:`DirtConfig` makes a delivery dirty (duplicates, late and future times, malformed
+lines, nulls, negative prices, unknown event types) for the preprocessing rules to catch.
 """
 
 from __future__ import annotations
@@ -27,17 +41,53 @@ import argparse
 import dataclasses
 import gzip
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from jobs.layout import Layout, shift_ds
+from jobs.layout import Layout, publish_dir, shift_ds, staging_dir
+
+EVENT_TYPES = ("impression", "click", "add_to_cart", "purchase")
+EVENT_FIELDS = (
+    "event_id",
+    "event_time",
+    "event_type",
+    "user_id",
+    "session_id",
+    "request_id",
+    "query",
+    "item_id",
+    "position",
+    "price",
+)
+ITEM_FIELDS = ("item_id", "title", "category", "brand", "price", "launch_date")
+
+DAY_MS = 86_400_000
+SESSION_GAP_MS = 30 * 60 * 1000  # a new session after 30 minutes without a request
+
+# Share of the day's requests per UTC hour: quiet nights, a lunch bump, an evening peak.
+HOURLY_TRAFFIC = np.array(
+    [2, 1, 1, 1, 1, 2, 3, 4, 5, 5, 5, 6, 7, 6, 5, 5, 5, 6, 8, 9, 9, 8, 6, 4], dtype=float
+)
+
+CATEGORY_NAMES = (
+    "shoes", "dresses", "jeans", "jackets", "watches", "headphones", "laptops", "phones",
+    "cameras", "tablets", "sofas", "lamps", "rugs", "mattresses", "cookware", "coffee makers",
+    "blenders", "vacuums", "toys", "board games", "books", "puzzles", "bikes", "tents",
+    "yoga mats", "dumbbells", "skincare", "perfume", "shampoo", "vitamins", "dog food",
+    "cat litter", "garden tools", "drills", "paint", "tires", "car seats", "strollers",
+    "diapers", "backpacks",
+)  # fmt: skip
+_SYLLABLES = ("ka", "lo", "mi", "ra", "te", "no", "vi", "su", "po", "de", "ga", "zu", "fe")
 
 
 @dataclass(frozen=True)
 class WorldConfig:
+    """Size and dynamics of the simulated shop; ``SCALES`` holds the named presets."""
+
     n_users: int = 2000
     n_items: int = 3000
     n_categories: int = 24
@@ -47,15 +97,36 @@ class WorldConfig:
     new_users_per_day: int = 100
     new_items_per_day: int = 100
     latent_dim: int = 8
-    # Drift per day: random-walk step of category trends and of user tastes.
+    # Drift per day: random-walk step of category trends, of user tastes, share of repriced
+    # items. Together with the arrivals they make a frozen model decay within ~2 weeks.
     trend_drift: float = 0.25
     taste_drift: float = 0.08
     price_change_rate: float = 0.05
+    # Click model: global bias (sets the click rate), bonus for the user's home category and
+    # for the queried brand, decay of attention down the page.
     click_bias: float = -2.2
+    home_affinity: float = 0.8
+    brand_affinity: float = 0.5
+    position_decay: float = 0.3
+    cart_rate: float = 0.3  # P(add_to_cart | click)
+    purchase_rate: float = 0.5  # P(purchase | add_to_cart)
+    browse_rate: float = 0.15  # requests without search text
     seed: int = 7
 
+    def __post_init__(self) -> None:
+        for name in ("n_users", "n_items", "n_categories", "n_brands", "requests_per_day"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"WorldConfig.{name} must be positive")
+        if not 3 <= self.impressions_per_request <= 100:
+            raise ValueError("WorldConfig.impressions_per_request must be in 3..100")
+        if self.new_users_per_day > self.requests_per_day:
+            # Every new user is active on their first day, so each needs a request.
+            raise ValueError("WorldConfig.new_users_per_day exceeds requests_per_day")
 
-SCALES = {
+
+# The demo world is denser than the shop it imitates (2000 users, 3000 items) so that a
+# small ranker sees each user and item often enough in a few days to learn them.
+SCALES: dict[str, WorldConfig] = {
     "tiny": WorldConfig(
         n_users=300, n_items=400, n_categories=8, n_brands=20, requests_per_day=400,
         new_users_per_day=20, new_items_per_day=20,
@@ -70,38 +141,48 @@ SCALES = {
 
 @dataclass(frozen=True)
 class DirtConfig:
-    duplicate_rate: float = 0.0
-    late_rate: float = 0.0
-    malformed_rate: float = 0.0
-    null_rate: float = 0.0
+    """Per-line rates of delivery dirt; all zero (the default) is a clean delivery."""
+
+    duplicate_rate: float = 0.0  # the same line twice (a logger retry), same event_id
+    late_rate: float = 0.0  # event_time 1-2 days before the day: a late event
+    malformed_rate: float = 0.0  # line cut in half, not valid JSON
+    null_rate: float = 0.0  # user_id null (and, independently, item_id null)
     negative_price_rate: float = 0.0
-    future_rate: float = 0.0
-    unknown_type_rate: float = 0.0
+    future_rate: float = 0.0  # event_time 1-3 days after the end of the day: a broken clock
+    unknown_type_rate: float = 0.0  # event_type outside the contract, e.g. "hover"
+
+    @property
+    def is_clean(self) -> bool:
+        return self == DirtConfig()
 
 
+# A little of everything, as the demo delivers it.
 DIRTY = DirtConfig(0.02, 0.01, 0.005, 0.005, 0.002, 0.002, 0.002)
+UNKNOWN_TYPES = np.array(["hover", "scroll", "wishlist"])
 
 
-def _sigmoid(x):
+def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
 @dataclass
 class WorldState:
-    """Everything hidden about the shop on one day."""
+    """Everything hidden about the shop on one day; user/item index = the number in its id."""
 
     day: int
     user_vec: np.ndarray
-    user_home: np.ndarray
+    user_home: np.ndarray  # home category of each user
     user_price_sens: np.ndarray
     item_vec: np.ndarray
     item_cat: np.ndarray
     item_brand: np.ndarray
     item_price: np.ndarray
-    item_launch: np.ndarray
+    item_launch: np.ndarray  # day index of launch (negative: before the simulation)
     item_quality: np.ndarray
-    trend: np.ndarray
+    trend: np.ndarray  # popularity of each category today
     price_changed: np.ndarray  # item indices whose price changed today
+    new_users: int  # the last ``new_users`` users arrived today
+    new_items: int
 
     @property
     def n_users(self) -> int:
@@ -112,251 +193,423 @@ class WorldState:
         return len(self.item_vec)
 
 
-def _new_users(rng, cfg: WorldConfig, n: int):
+def _new_users(
+    rng: np.random.Generator, cfg: WorldConfig, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     vec = rng.normal(0, 1 / np.sqrt(cfg.latent_dim), (n, cfg.latent_dim))
     home = rng.integers(0, cfg.n_categories, n)
     sens = rng.uniform(0.1, 0.5, n)
     return vec, home, sens
 
 
-def _new_items(rng, cfg: WorldConfig, n: int, day: int):
+def _new_items(
+    rng: np.random.Generator, cfg: WorldConfig, n: int, launch: np.ndarray
+) -> tuple[np.ndarray, ...]:
     cat = rng.integers(0, cfg.n_categories, n)
-    # Items of a category share a direction, so category is informative.
-    centers = np.random.default_rng([cfg.seed, 99]).normal(0, 1, (cfg.n_categories, cfg.latent_dim))
+    # Items of a category share a direction, so the category is informative, and a price
+    # level (about 7 to 150). Both come from their own stream: the same for every day.
+    fixed = np.random.default_rng([cfg.seed, 99])
+    centers = fixed.normal(0, 1, (cfg.n_categories, cfg.latent_dim))
+    log_price_level = fixed.uniform(2.0, 5.0, cfg.n_categories)
     vec = 0.6 * centers[cat] + rng.normal(0, 0.8, (n, cfg.latent_dim))
     vec /= np.sqrt(cfg.latent_dim) / 1.6
     brand = rng.integers(0, cfg.n_brands, n)
-    base_price = np.exp(2.5 + (cat % 5) * 0.4)
-    price = np.round(base_price * np.exp(rng.normal(0, 0.5, n)), 2)
+    price = np.round(np.exp(log_price_level[cat] + rng.normal(0, 0.5, n)), 2)
     # A popularity/quality main effect: some items sell whoever looks at them.
     quality = rng.normal(0, 0.8, n)
-    return vec, cat, brand, price, np.full(n, day), quality
+    return vec, cat, brand, price, launch, quality
 
 
 def world_state(cfg: WorldConfig, day: int) -> WorldState:
-    """The hidden state on day ``day`` (0 = the first simulated day), replayed from day 0."""
+    """The hidden state on day ``day`` (0 = the first simulated day), replayed from day 0.
+
+    Replaying is cheap (arrays of users and items, no events), and it is what makes a day
+    generated alone identical to the same day generated in a sequence.
+    """
+    if day < 0:
+        raise ValueError("day index must be >= 0")
     rng = np.random.default_rng([cfg.seed, 0, 0])
     uv, uh, us = _new_users(rng, cfg, cfg.n_users)
-    iv, ic, ib, ip, il, iq = _new_items(rng, cfg, cfg.n_items, 0)
+    # The starting catalog was launched over the year before the simulation starts.
+    launch0 = rng.integers(-365, 1, cfg.n_items)
+    iv, ic, ib, ip, il, iq = _new_items(rng, cfg, cfg.n_items, launch0)
     trend = rng.normal(0, 0.5, cfg.n_categories)
     changed = np.arange(0)
     for d in range(1, day + 1):
         rng = np.random.default_rng([cfg.seed, 0, d])
+        # Mean-reverting walk: trends move every day but stay in a plausible range.
         trend = 0.9 * trend + rng.normal(0, cfg.trend_drift, cfg.n_categories)
         uv = uv + rng.normal(0, cfg.taste_drift / np.sqrt(cfg.latent_dim), uv.shape)
         changed = np.flatnonzero(rng.random(len(ip)) < cfg.price_change_rate)
         ip = ip.copy()
         ip[changed] = np.round(ip[changed] * np.exp(rng.normal(0, 0.2, len(changed))), 2)
+        ip[changed] = np.maximum(ip[changed], 0.5)
         nuv, nuh, nus = _new_users(rng, cfg, cfg.new_users_per_day)
         uv, uh, us = np.vstack([uv, nuv]), np.concatenate([uh, nuh]), np.concatenate([us, nus])
-        niv, nic, nib, nip, nil, niq = _new_items(rng, cfg, cfg.new_items_per_day, d)
+        launch = np.full(cfg.new_items_per_day, d)
+        niv, nic, nib, nip, nil, niq = _new_items(rng, cfg, cfg.new_items_per_day, launch)
         iv, ic, ib = np.vstack([iv, niv]), np.concatenate([ic, nic]), np.concatenate([ib, nib])
         ip, il = np.concatenate([ip, nip]), np.concatenate([il, nil])
         iq = np.concatenate([iq, niq])
-    return WorldState(day, uv, uh, us, iv, ic, ib, ip, il, iq, trend, changed)
-
-
-def _ids(prefix: str, idx: np.ndarray) -> np.ndarray:
-    return np.char.add(prefix, np.char.zfill(idx.astype(str), 6))
-
-
-def simulate_events(cfg: WorldConfig, state: WorldState, ds: str):
-    """The day's clean events (DataFrame) and the truth of its impressions (DataFrame)."""
-    rng = np.random.default_rng([cfg.seed, 1, state.day])
-    R, K = cfg.requests_per_day, cfg.impressions_per_request
-    # Users: every user who arrived today is active, the rest drawn at random.
-    new_users = np.arange(
-        state.n_users - (cfg.new_users_per_day if state.day else 0), state.n_users
+    return WorldState(
+        day=day,
+        user_vec=uv,
+        user_home=uh,
+        user_price_sens=us,
+        item_vec=iv,
+        item_cat=ic,
+        item_brand=ib,
+        item_price=ip,
+        item_launch=il,
+        item_quality=iq,
+        trend=trend,
+        price_changed=changed,
+        new_users=cfg.new_users_per_day if day else cfg.n_users,
+        new_items=cfg.new_items_per_day if day else cfg.n_items,
     )
-    users = np.concatenate([new_users, rng.integers(0, state.n_users, R - len(new_users))])
-    rng.shuffle(users)
-    # Query category: mostly the user's home category, else a trending one.
-    trend_p = np.exp(state.trend) / np.exp(state.trend).sum()
-    cats = np.where(
-        rng.random(R) < 0.7, state.user_home[users], rng.choice(cfg.n_categories, R, p=trend_p)
-    )
-    # Candidates: K distinct items of the query's category (a window in a shuffled order),
-    # the last two slots from anywhere in the catalog.
-    order = np.lexsort((rng.random(state.n_items), state.item_cat))
-    counts = np.bincount(state.item_cat, minlength=cfg.n_categories)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    size = np.maximum(counts[cats], 1)
-    offset = rng.integers(0, 1 << 30, R) % size
-    window = (offset[:, None] + np.arange(K)[None, :]) % size[:, None]
-    items = order[starts[cats][:, None] + window]
-    items[:, -2:] = rng.integers(0, state.n_items, (R, 2))
-    # True click logit of each candidate.
-    u = users[:, None]
+
+
+def click_logit(
+    cfg: WorldConfig,
+    state: WorldState,
+    users: np.ndarray,
+    items: np.ndarray,
+    query_brand: np.ndarray | None = None,
+) -> np.ndarray:
+    """True click logit of showing ``items`` to ``users``, before the position bias.
+
+    ``users`` has the shape of ``items`` or one dimension less (one user per row of items);
+    ``query_brand`` likewise, with -1 where the query names no brand.
+    """
+    users, items = np.asarray(users), np.asarray(items)
+    if users.ndim + 1 == items.ndim:
+        users = users[..., None]
+    users = np.broadcast_to(users, items.shape)
+    cat = state.item_cat[items]
     logit = (
         cfg.click_bias
         + state.item_quality[items]
-        + np.einsum("rd,rkd->rk", state.user_vec[users], state.item_vec[items])
-        + state.trend[state.item_cat[items]]
-        + 0.8 * (state.user_home[u] == state.item_cat[items])
-        - state.user_price_sens[u] * np.log(state.item_price[items]) / 2
+        + np.einsum("...d,...d->...", state.user_vec[users], state.item_vec[items])
+        + state.trend[cat]
+        + cfg.home_affinity * (state.user_home[users] == cat)
+        - state.user_price_sens[users] * np.log(state.item_price[items]) / 2
     )
+    if query_brand is not None:
+        query_brand = np.asarray(query_brand)
+        if query_brand.ndim + 1 == items.ndim:
+            query_brand = query_brand[..., None]
+        logit = logit + cfg.brand_affinity * (state.item_brand[items] == query_brand)
+    return logit
+
+
+def position_bias(cfg: WorldConfig, position: np.ndarray) -> np.ndarray:
+    """Logit shift of being shown at ``position`` (1 = top): attention fades down the page."""
+    return -cfg.position_decay * np.log(position)
+
+
+def category_names(n: int) -> np.ndarray:
+    names = list(CATEGORY_NAMES[:n]) + [f"category {k}" for k in range(len(CATEGORY_NAMES), n)]
+    return np.array(names)
+
+
+def brand_names(n: int) -> np.ndarray:
+    """Pronounceable, distinct brand names (Kaka, Loka, ...): brand k in base-13 syllables."""
+    s, names = len(_SYLLABLES), []
+    for k in range(n):
+        digits, rest = [k % s], k // s
+        while rest or len(digits) < 2:
+            digits.append(rest % s)
+            rest //= s
+        names.append("".join(_SYLLABLES[d] for d in digits).capitalize())
+    return np.array(names)
+
+
+def _ids(prefix: str, idx: np.ndarray, width: int = 6) -> np.ndarray:
+    return np.char.add(prefix, np.char.zfill(np.asarray(idx).astype(str), width))
+
+
+def _times(day_start: np.datetime64, offset_ms: np.ndarray) -> np.ndarray:
+    """ISO-8601 UTC strings with milliseconds, e.g. 2026-11-20T13:45:12.123Z."""
+    stamps = day_start + offset_ms.astype("timedelta64[ms]")
+    return np.char.add(np.datetime_as_string(stamps, unit="ms"), "Z")
+
+
+def _sessions(users: np.ndarray, t_ms: np.ndarray, ds: str) -> np.ndarray:
+    """Session id of each request: a user's requests split at gaps of 30 minutes."""
+    order = np.lexsort((t_ms, users))
+    u, t = users[order], t_ms[order]
+    new = np.ones(len(u), dtype=bool)
+    new[1:] = (u[1:] != u[:-1]) | (t[1:] - t[:-1] > SESSION_GAP_MS)
+    number = np.empty(len(u), dtype=np.int64)
+    number[order] = np.cumsum(new) - 1
+    return _ids(f"s{ds.replace('-', '')}-", number, 7)
+
+
+def simulate_events(
+    cfg: WorldConfig, state: WorldState, ds: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The day's clean events (contract columns, time order) and the truth of its impressions."""
+    rng = np.random.default_rng([cfg.seed, 1, state.day])
+    R, K = cfg.requests_per_day, cfg.impressions_per_request
+    n_cats = cfg.n_categories
+
+    # Who: every user who arrived today is active, the other requests from random users.
+    n_new = state.new_users if state.day else 0  # on day 0 everyone is "new"
+    new_users = np.arange(state.n_users - n_new, state.n_users)
+    users = np.concatenate([new_users, rng.integers(0, state.n_users, R - n_new)])
+    users = rng.permutation(users)
+
+    # What: mostly the user's home category, otherwise a trending one.
+    trend_p = np.exp(state.trend) / np.exp(state.trend).sum()
+    cats = np.where(rng.random(R) < 0.7, state.user_home[users], rng.choice(n_cats, R, p=trend_p))
+
+    # Candidates: K - 2 distinct items of the category (a window in a shuffled order of the
+    # category's items) and two from other categories (the next items after the category's
+    # block in that order), so no item is shown twice on a page.
+    n_items = state.n_items
+    order = np.lexsort((rng.random(n_items), state.item_cat))
+    counts = np.bincount(state.item_cat, minlength=n_cats)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    size = np.maximum(counts[cats], 1)
+    window = (rng.integers(0, 1 << 30, R)[:, None] % size[:, None] + np.arange(K)) % size[:, None]
+    items = order[np.minimum(starts[cats][:, None] + window, n_items - 1)]
+    outside = rng.integers(0, 1 << 30, R) % np.maximum(n_items - counts[cats] - 1, 1)
+    slots = starts[cats] + counts[cats] + outside
+    items[:, -2:] = order[(slots[:, None] + np.arange(2)) % n_items]
+
+    # The query text: category name, a third of searches with a brand, some without text.
+    kind = rng.random(R)
+    browse = kind < cfg.browse_rate
+    with_brand = (kind >= cfg.browse_rate) & (kind < cfg.browse_rate + 0.3)
+    # A brand that exists in the category: the brand of a random candidate of the category.
+    query_brand = np.where(with_brand, state.item_brand[items[:, 0]], -1)
+    cat_names, brands = category_names(n_cats), np.char.lower(brand_names(cfg.n_brands))
+    query = cat_names[cats].astype(object)
+    query[with_brand] = np.char.add(
+        np.char.add(brands[query_brand[with_brand]], " "), cat_names[cats[with_brand]]
+    )
+    query[browse] = None
+
+    logit = click_logit(cfg, state, users, items, query_brand)
     # Shown in the order of a noisy production ranker: position correlates with relevance.
-    shown = np.argsort(-(logit + rng.normal(0, 1.0, logit.shape)), axis=1)
+    shown = np.argsort(-(logit + rng.normal(0, 1.0, logit.shape)), axis=1, kind="stable")
     items = np.take_along_axis(items, shown, axis=1)
     logit = np.take_along_axis(logit, shown, axis=1)
-    position = np.tile(np.arange(1, K + 1), (R, 1))
-    p_click = _sigmoid(logit - 0.3 * np.log(position))
+    position = np.broadcast_to(np.arange(1, K + 1), (R, K))
+    p_click = _sigmoid(logit + position_bias(cfg, position))
     clicked = rng.random((R, K)) < p_click
-    carted = clicked & (rng.random((R, K)) < 0.3)
-    bought = carted & (rng.random((R, K)) < 0.5)
+    carted = clicked & (rng.random((R, K)) < cfg.cart_rate)
+    bought = carted & (rng.random((R, K)) < cfg.purchase_rate)
 
-    day_start = np.datetime64(ds, "ms")
-    t_req = day_start + rng.integers(0, 86_000_000, R).astype("timedelta64[ms]")
-    req_id = np.char.add(f"r{ds.replace('-', '')}-", np.arange(R).astype(str))
-    query_words = np.char.add(np.char.add("cat", cats.astype(str)), " ")
-    brand_words = np.char.add("brand", state.item_brand[items[:, 0]].astype(str))
-    query = np.char.add(query_words, brand_words).astype(object)
-    query[rng.random(R) < 0.15] = None  # browsing, no search text
-
-    def block(mask, etype, delay_ms):
-        r, k = np.nonzero(mask)
-        n = len(r)
-        delay = rng.integers(delay_ms[0], delay_ms[1], n).astype("timedelta64[ms]")
-        end = day_start + np.timedelta64(86_399_999, "ms")
-        return pd.DataFrame(
-            {
-                "event_time": np.minimum(t_req[r] + delay, end),
-                "event_type": etype,
-                "user_idx": users[r],
-                "request_id": req_id[r],
-                "query": query[r],
-                "item_idx": items[r, k],
-                "position": np.where(etype in ("impression", "click"), position[r, k], -1),
-                "p_click": p_click[r, k],
-            }
-        )
-
-    all_true = np.ones((R, K), dtype=bool)
-    df = pd.concat(
+    # When: requests follow the daily traffic curve; a click comes seconds after its
+    # impression, a cart minutes after the click, a purchase up to an hour after the cart.
+    hour = rng.choice(24, R, p=HOURLY_TRAFFIC / HOURLY_TRAFFIC.sum())
+    t_req = np.minimum(hour * 3_600_000 + rng.integers(0, 3_600_000, R), DAY_MS - 60_000)
+    delays = np.stack(
         [
-            block(all_true, "impression", (0, 1)),
-            block(clicked, "click", (2_000, 60_000)),
-            block(carted, "add_to_cart", (60_000, 600_000)),
-            block(bought, "purchase", (600_000, 3_600_000)),
-        ],
-        ignore_index=True,
+            rng.integers(2_000, 60_000, (R, K)),
+            rng.integers(30_000, 600_000, (R, K)),
+            rng.integers(60_000, 3_600_000, (R, K)),
+        ]
+    ).astype(float)
+    # Near midnight the funnel is squeezed into the rest of the day (order kept), so every
+    # event of the day lies inside the day.
+    room = (DAY_MS - 10 - t_req)[:, None].astype(float)
+    squeeze = np.minimum(1.0, room / delays.sum(axis=0))
+    steps = np.maximum(np.floor(delays * squeeze), 1).astype(np.int64)
+    t_funnel = t_req[:, None] + np.cumsum(steps, axis=0)  # click, cart, purchase times
+
+    req_id = _ids(f"r{ds.replace('-', '')}-", np.arange(R), 7)
+    session = _sessions(users, t_req, ds)
+    blocks = [
+        (np.ones((R, K), dtype=bool), "impression", np.broadcast_to(t_req[:, None], (R, K))),
+        (clicked, "click", t_funnel[0]),
+        (carted, "add_to_cart", t_funnel[1]),
+        (bought, "purchase", t_funnel[2]),
+    ]
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("r", "k", "t", "type")}
+    for mask, etype, t in blocks:
+        r, k = np.nonzero(mask)
+        parts["r"].append(r)
+        parts["k"].append(k)
+        parts["t"].append(t[r, k])
+        parts["type"].append(np.full(len(r), EVENT_TYPES.index(etype), dtype=np.int8))
+    r, k, t, etype = (np.concatenate(parts[key]) for key in ("r", "k", "t", "type"))
+    by_time = np.argsort(t, kind="stable")
+    r, k, t, etype = r[by_time], k[by_time], t[by_time], etype[by_time]
+
+    item = items[r, k]
+    pos = pd.array(position[r, k], dtype="Int64")
+    pos[etype >= EVENT_TYPES.index("add_to_cart")] = pd.NA  # position only where it was shown
+    n = len(r)
+    events = pd.DataFrame(
+        {
+            "event_id": _ids(f"e{ds.replace('-', '')}-", np.arange(n), 8),
+            "event_time": _times(np.datetime64(ds, "ms"), t),
+            "event_type": np.array(EVENT_TYPES)[etype],
+            "user_id": _ids("u", users[r]),
+            "session_id": session[r],
+            "request_id": req_id[r],
+            "query": query[r],
+            "item_id": _ids("i", item),
+            "position": pos,
+            "price": state.item_price[item],
+        }
     )
-    df = df.sort_values("event_time", kind="stable").reset_index(drop=True)
-    df.insert(
-        0, "event_id", np.char.add(f"e{ds.replace('-', '')}-", np.arange(len(df)).astype(str))
+    is_imp = etype == 0
+    truth = pd.DataFrame(
+        {"event_id": events["event_id"].to_numpy()[is_imp], "p_click": p_click[r, k][is_imp]}
     )
-    df["user_id"] = _ids("u", df.pop("user_idx").to_numpy())
-    df["session_id"] = np.char.add(df["user_id"].to_numpy().astype(str), f"-{ds}")
-    item_idx = df.pop("item_idx").to_numpy()
-    df["item_id"] = _ids("i", item_idx)
-    df["price"] = state.item_price[item_idx]
-    df["position"] = df["position"].astype("Int64").where(df["position"] > 0)
-    df["event_time"] = df["event_time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
-    truth = df.loc[df["event_type"] == "impression", ["event_id", "p_click"]].reset_index(drop=True)
-    cols = ["event_id", "event_time", "event_type", "user_id", "session_id", "request_id",
-            "query", "item_id", "position", "price"]  # fmt: skip
-    return df[cols], truth
+    return events, truth
 
 
-def catalog_delta(state: WorldState) -> pd.DataFrame:
+def catalog_delta(cfg: WorldConfig, state: WorldState, start_ds: str) -> pd.DataFrame:
     """Day 0: the whole catalog. Later days: new items and items whose price changed."""
     if state.day == 0:
         idx = np.arange(state.n_items)
     else:
         idx = np.union1d(np.flatnonzero(state.item_launch == state.day), state.price_changed)
+    start = np.datetime64(start_ds, "D")
+    cat = category_names(cfg.n_categories)[state.item_cat[idx]]
+    brand = brand_names(cfg.n_brands)[state.item_brand[idx]]
     return pd.DataFrame(
         {
             "item_id": _ids("i", idx),
-            "title": np.char.add("item ", idx.astype(str)),
-            "category": np.char.add("cat", state.item_cat[idx].astype(str)),
-            "brand": np.char.add("brand", state.item_brand[idx].astype(str)),
+            "title": np.char.add(np.char.add(np.char.add(brand, " "), cat), _ids(" #", idx, 4)),
+            "category": cat,
+            "brand": brand,
             "price": state.item_price[idx],
-            "launch_date": state.item_launch[idx],
+            "launch_date": np.datetime_as_string(start + state.item_launch[idx], unit="D"),
         }
     )
 
 
-def make_dirty(df: pd.DataFrame, ds: str, dirt: DirtConfig, rng) -> tuple[pd.DataFrame, np.ndarray]:
-    """Apply dirt to the events; returns the events and a mask of lines to truncate."""
-    n = len(df)
-    df = df.copy()
+def make_dirty(
+    events: pd.DataFrame, ds: str, dirt: DirtConfig, rng: np.random.Generator
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Spoil a clean day's events as a real delivery would.
+
+    Returns the delivered rows, a per-row mask of lines to truncate (malformed JSON) and the
+    event ids that arrive intact at least once (valid row, not truncated) -- the ones a
+    correct cleaning step keeps. Late events stay valid: they belong to an earlier day.
+    """
+    n = len(events)
+    df = events.copy()
     df["position"] = df["position"].astype(object)
 
-    def pick(rate):
+    def pick(rate: float) -> np.ndarray:
         return rng.random(n) < rate
 
-    day = pd.Timestamp(ds)
-    late = pick(dirt.late_rate)
-    shift = pd.to_timedelta(rng.integers(1, 3, late.sum()), unit="D")
-    times = pd.to_datetime(df.loc[late, "event_time"])
-    df.loc[late, "event_time"] = (times - shift).dt.strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    future = pick(dirt.future_rate)
-    df.loc[future, "event_time"] = (day + pd.Timedelta(days=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    df.loc[pick(dirt.null_rate), "user_id"] = None
-    df.loc[pick(dirt.null_rate), "item_id"] = None
-    df.loc[pick(dirt.negative_price_rate), "price"] = -9.99
-    df.loc[pick(dirt.unknown_type_rate), "event_type"] = "hover"
-    dupes = df[pick(dirt.duplicate_rate)]
-    df = pd.concat([df, dupes], ignore_index=True)
-    return df, rng.random(len(df)) < dirt.malformed_rate
+    day_start = np.datetime64(ds, "ms")
+    stamps = df["event_time"].to_numpy().astype("U23").astype("datetime64[ms]")  # drop the Z
+    offset = (stamps - day_start).astype(np.int64)
+    late, future = pick(dirt.late_rate), pick(dirt.future_rate)
+    offset[late] -= rng.integers(1, 3, late.sum()) * DAY_MS
+    # Future: a full day or more past the end of the day, beyond any clock-skew tolerance.
+    offset[future] = rng.integers(2 * DAY_MS, 4 * DAY_MS, future.sum())
+    df["event_time"] = _times(day_start, offset)
+    null_user, null_item = pick(dirt.null_rate), pick(dirt.null_rate)
+    df.loc[null_user, "user_id"] = None
+    df.loc[null_item, "item_id"] = None
+    negative = pick(dirt.negative_price_rate)
+    df.loc[negative, "price"] = -df.loc[negative, "price"]
+    unknown = pick(dirt.unknown_type_rate)
+    df.loc[unknown, "event_type"] = rng.choice(UNKNOWN_TYPES, unknown.sum())
+    invalid = future | null_user | null_item | negative | unknown
+
+    # A retried write lands right after the original line.
+    source = np.arange(n)
+    source = np.sort(np.concatenate([source, source[pick(dirt.duplicate_rate)]]), kind="stable")
+    df = df.iloc[source].reset_index(drop=True)
+    truncate = rng.random(len(df)) < dirt.malformed_rate
+    intact = ~invalid[source] & ~truncate
+    return df, truncate, np.unique(df["event_id"].to_numpy()[intact])
 
 
-def _write_lines(df: pd.DataFrame, path: Path, compress: bool, truncate=None) -> Path:
-    text = df.to_json(orient="records", lines=True, date_format="iso")
+def _write_lines(
+    df: pd.DataFrame, path: Path, compress: bool, truncate: np.ndarray | None = None
+) -> Path:
+    """Write JSON lines; ``compress`` gzips them (with a fixed header time: same bytes)."""
+    # pandas' lines=True splits the JSON array in a slow Python pass; our values never hold
+    # "}" or "{", so splitting the array text at "},{" is equivalent and much faster.
+    text = df.to_json(orient="records", force_ascii=False) if len(df) else "[]"
+    text = text[1:-1].replace("},{", "}\n{") + ("\n" if len(df) else "")
     if truncate is not None and truncate.any():
-        lines = text.splitlines()
-        for i in np.flatnonzero(truncate[: len(lines)]):
+        lines = text.split("\n")
+        for i in np.flatnonzero(truncate):
             lines[i] = lines[i][: len(lines[i]) // 2]
-        text = "\n".join(lines) + "\n"
+        text = "\n".join(lines)
     data = text.encode()
     if compress:
         path = path.with_name(path.name + ".gz")
-        path.write_bytes(gzip.compress(data, compresslevel=1))
+        path.write_bytes(gzip.compress(data, compresslevel=1, mtime=0))
     else:
         path.write_bytes(data)
     return path
 
 
+def truth_dir(data_root: str | Path, ds: str) -> Path:
+    """Where the ground truth of day ``ds`` lives (outside raw/: the pipeline never sees it)."""
+    return Layout(Path(data_root)).root / "sim" / "truth" / f"dt={ds}"
+
+
+def _publish(final: Path, write: Callable[[Path], object], success: bool = True) -> None:
+    """Write a directory aside, mark it complete, then move it in whole over ``final``."""
+    tmp = staging_dir(final)
+    tmp.mkdir()
+    write(tmp)
+    if success:
+        (tmp / "_SUCCESS").touch()
+    publish_dir(tmp, final)
+
+
 def generate_day(
-    data_root,
+    data_root: str | Path,
     start_ds: str,
     day_index: int,
     config: WorldConfig = SCALES["demo"],
     dirt: DirtConfig = DirtConfig(),
     compress: bool = True,
 ) -> dict:
-    """Write day ``day_index`` (0 = ``start_ds``): raw events, catalog delta and truth."""
+    """Write day ``day_index`` (0 = ``start_ds``): raw events, catalog delta and truth.
+
+    Each directory is written aside and moved in whole, ``_SUCCESS`` included, so a reader
+    never sees a half-written delivery and a rerun replaces the day.
+    """
     started = time.perf_counter()
     ds = shift_ds(start_ds, day_index)
     layout = Layout(Path(data_root))
     state = world_state(config, day_index)
     events, truth = simulate_events(config, state, ds)
-    n_clean = len(events)
-    truncate = None
-    if dirt != DirtConfig():
+    types = events["event_type"].value_counts()
+    n_clean, truncate = len(events), None
+    if not dirt.is_clean:
         rng = np.random.default_rng([config.seed, 2, day_index])
-        events, truncate = make_dirty(events, ds, dirt, rng)
-    items = catalog_delta(state)
-    items["launch_date"] = [shift_ds(start_ds, int(d)) for d in items["launch_date"]]
+        events, truncate, intact = make_dirty(events, ds, dirt, rng)
+        truth = truth[truth["event_id"].isin(intact)].reset_index(drop=True)
+    items = catalog_delta(config, state, start_ds)
 
     ev_dir, it_dir = layout.raw_events(ds), layout.raw_items(ds)
-    truth_dir = layout.root / "sim" / "truth" / f"dt={ds}"
-    for d in (ev_dir, it_dir, truth_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    _write_lines(events, ev_dir / "part-00000.jsonl", compress, truncate)
-    _write_lines(items, it_dir / "items.jsonl", False)
-    truth.to_parquet(truth_dir / "truth.parquet", index=False)
-    for d in (ev_dir, it_dir):
-        (d / "_SUCCESS").touch()
-    types = events["event_type"].value_counts()
+    _publish(ev_dir, lambda d: _write_lines(events, d / "part-00000.jsonl", compress, truncate))
+    _publish(it_dir, lambda d: _write_lines(items, d / "items.jsonl", False))
+    write_truth = lambda d: truth.to_parquet(d / "truth.parquet", index=False)  # noqa: E731
+    _publish(truth_dir(data_root, ds), write_truth, success=False)
+
+    impressions, clicks = int(types.get("impression", 0)), int(types.get("click", 0))
     return {
         "ds": ds,
-        "events": int(len(events)),
+        "day_index": day_index,
+        "events": len(events),  # lines delivered, dirt included
         "clean_events": n_clean,
-        "impressions": int(types.get("impression", 0)),
-        "clicks": int(types.get("click", 0)),
+        "impressions": impressions,
+        "clicks": clicks,
+        "add_to_carts": int(types.get("add_to_cart", 0)),
         "purchases": int(types.get("purchase", 0)),
-        "catalog_changes": int(len(items)),
+        "click_rate": round(clicks / max(impressions, 1), 4),
+        "new_users": state.new_users,
+        "new_items": state.new_items,
+        "price_changes": len(state.price_changed),
+        "catalog_changes": len(items),
         "users": state.n_users,
         "items": state.n_items,
         "seconds": round(time.perf_counter() - started, 2),
@@ -364,7 +617,7 @@ def generate_day(
 
 
 def generate_days(
-    data_root,
+    data_root: str | Path,
     start_ds: str,
     days: int,
     config: WorldConfig = SCALES["demo"],
@@ -372,27 +625,40 @@ def generate_days(
     compress: bool = True,
     first_day: int = 0,
 ) -> list[dict]:
+    """Write ``days`` consecutive days starting at day index ``first_day``; their stats."""
     return [
         generate_day(data_root, start_ds, i, config, dirt, compress)
         for i in range(first_day, first_day + days)
     ]
 
 
-def main(argv=None) -> int:
+def format_stats(stats: dict) -> str:
+    return (
+        f"{stats['ds']}  events {stats['events']:>9,}  impressions {stats['impressions']:>9,}  "
+        f"clicks {stats['clicks']:>7,} ({stats['click_rate']:.1%})  "
+        f"purchases {stats['purchases']:>6,}  new users {stats['new_users']:>6,}  "
+        f"new items {stats['new_items']:>6,}  {stats['seconds']:.2f} s"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default="var/data")
-    parser.add_argument("--start", default="2026-11-20", help="date of day 0")
+    parser.add_argument("--start", default="2026-11-20", help="date of day 0 (YYYY-MM-DD)")
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--first-day", type=int, default=0, help="index of the first day")
     parser.add_argument("--scale", default="demo", choices=sorted(SCALES))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dirty", action="store_true", help="add duplicates, nulls, bad lines")
-    parser.add_argument("--no-gzip", action="store_true")
+    parser.add_argument("--no-gzip", action="store_true", help="write .jsonl, not .jsonl.gz")
     args = parser.parse_args(argv)
+    if args.days < 1 or args.first_day < 0:
+        parser.error("--days must be >= 1 and --first-day >= 0")
     config = dataclasses.replace(SCALES[args.scale], seed=args.seed)
     dirt = DIRTY if args.dirty else DirtConfig()
     for i in range(args.first_day, args.first_day + args.days):
-        print(generate_day(args.data_root, args.start, i, config, dirt, not args.no_gzip))
+        stats = generate_day(args.data_root, args.start, i, config, dirt, not args.no_gzip)
+        print(format_stats(stats), flush=True)
     return 0
 
 

@@ -1,83 +1,223 @@
-"""The simulated shop: contract, determinism, drift and dirt."""
+"""The simulated shop: data contract, funnel consistency, truth, determinism, drift and dirt."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
+import re
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from jobs import simulate
-from jobs.layout import Layout
+from jobs.layout import Layout, shift_ds
 
 TINY = simulate.SCALES["tiny"]
 START = "2026-11-20"
-FIELDS = {
-    "event_id",
-    "event_time",
-    "event_type",
-    "user_id",
-    "session_id",
-    "request_id",
-    "query",
-    "item_id",
-    "position",
-    "price",
-}
+DAY1 = shift_ds(START, 1)
+TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 
-def read_events(root, ds):
-    path = Layout(root).raw_events(ds) / "part-00000.jsonl.gz"
-    return gzip.decompress(path.read_bytes()).decode().splitlines()
+def read_lines(root, ds: str) -> list[str]:
+    folder = Layout(root).raw_events(ds)
+    gz = folder / "part-00000.jsonl.gz"
+    if gz.exists():
+        return gzip.decompress(gz.read_bytes()).decode().splitlines()
+    return (folder / "part-00000.jsonl").read_text().splitlines()
 
 
-def test_contract_and_labels_are_consistent(tmp_path):
-    stats = simulate.generate_days(tmp_path, START, 2, TINY)
-    assert [s["ds"] for s in stats] == [START, "2026-11-21"]
-    rows = [json.loads(line) for line in read_events(tmp_path, START)]
-    assert all(set(r) == FIELDS for r in rows)
-    df = pd.DataFrame(rows)
-    assert df["event_id"].is_unique
-    assert set(df["event_type"]) == {"impression", "click", "add_to_cart", "purchase"}
+def read_events(root, ds: str) -> pd.DataFrame:
+    return pd.DataFrame([json.loads(line) for line in read_lines(root, ds)])
+
+
+def read_items(root, ds: str) -> pd.DataFrame:
+    path = Layout(root).raw_items(ds) / "items.jsonl"
+    return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines()])
+
+
+def read_truth(root, ds: str) -> pd.DataFrame:
+    return pd.read_parquet(simulate.truth_dir(root, ds) / "truth.parquet")
+
+
+def auc(score: np.ndarray, label: np.ndarray) -> float:
+    ranks = pd.Series(score).rank().to_numpy()
+    pos, neg = label.sum(), len(label) - label.sum()
+    return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def clicked(impressions: pd.DataFrame, clicks: pd.DataFrame) -> np.ndarray:
+    keys = pd.MultiIndex.from_frame(clicks[["request_id", "item_id"]])
+    return pd.MultiIndex.from_frame(impressions[["request_id", "item_id"]]).isin(keys)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Two clean tiny days, generated once for the read-only tests."""
+    root = tmp_path_factory.mktemp("world")
+    return root, simulate.generate_days(root, START, 2, TINY)
+
+
+def test_every_line_is_a_contract_event(world):
+    root, stats = world
+    assert [s["ds"] for s in stats] == [START, DAY1]
+    for ds, s in zip([START, DAY1], stats, strict=True):
+        lines = read_lines(root, ds)
+        assert len(lines) == s["events"] == s["clean_events"]
+        rows = [json.loads(line) for line in lines]  # every line parses
+        assert all(list(r) == list(simulate.EVENT_FIELDS) for r in rows)
+        df = pd.DataFrame(rows)
+        assert df["event_id"].is_unique
+        assert set(df["event_type"]) == set(simulate.EVENT_TYPES)
+        assert df["event_time"].str.match(TIME_RE).all()
+        assert df["event_time"].str[:10].eq(ds).all()  # inside the day
+        assert df["user_id"].str.fullmatch(r"u\d{6}").all()
+        assert df["item_id"].str.fullmatch(r"i\d{6}").all()
+        for col in ("session_id", "request_id"):
+            assert df[col].map(type).eq(str).all()
+        assert df["query"].map(lambda q: q is None or isinstance(q, str)).all()
+        assert df["query"].isna().any() and df["query"].notna().any()  # browse and search
+        assert df["price"].map(type).eq(float).all() and (df["price"] > 0).all()
+        # Position: an int 1..K where an item was shown (impression, click), else null.
+        # Checked on the parsed rows: a DataFrame would turn ints with nulls into floats.
+        k = TINY.impressions_per_request
+        for r in rows:
+            if r["event_type"] in ("impression", "click"):
+                assert type(r["position"]) is int and 1 <= r["position"] <= k
+            else:
+                assert r["position"] is None
+        assert s["impressions"] == TINY.requests_per_day * TINY.impressions_per_request
+        assert (Layout(root).raw_events(ds) / "_SUCCESS").exists()
+        assert (Layout(root).raw_items(ds) / "_SUCCESS").exists()
+
+
+def test_funnel_events_follow_what_caused_them(world):
+    root, _ = world
+    df = read_events(root, START)
     imps = df[df.event_type == "impression"]
-    assert imps["position"].between(1, TINY.impressions_per_request).all()
-    # Every click follows an impression of the same request and item.
-    keys = set(zip(imps.request_id, imps.item_id, strict=True))
-    clicks = df[df.event_type == "click"]
-    assert all(k in keys for k in zip(clicks.request_id, clicks.item_id, strict=True))
-    assert 0.03 < len(clicks) / len(imps) < 0.25
-    assert pd.to_datetime(df.event_time).dt.strftime("%Y-%m-%d").eq(START).all()
-    truth = pd.read_parquet(tmp_path / "sim" / "truth" / f"dt={START}" / "truth.parquet")
-    assert set(truth.event_id) == set(imps.event_id)
-    assert truth.p_click.between(0, 1, inclusive="neither").all()
+    # One search result page: K distinct items at positions 1..K, one user, one query.
+    pages = imps.groupby("request_id")
+    assert (pages["item_id"].nunique() == TINY.impressions_per_request).all()
+    assert (pages["position"].apply(sorted).map(tuple) == tuple(range(1, 11))).all()
+    assert (pages["user_id"].nunique() == 1).all() and (pages["event_time"].nunique() == 1).all()
+    key = ["request_id", "item_id"]
+    previous = imps
+    for step in ("click", "add_to_cart", "purchase"):
+        later = df[df.event_type == step]
+        assert len(later) > 0
+        joined = later.merge(previous, on=key, how="left", suffixes=("", "_cause"))
+        assert len(joined) == len(later) and joined["event_id_cause"].notna().all()
+        assert (joined["event_time"] > joined["event_time_cause"]).all()
+        assert (joined["user_id"] == joined["user_id_cause"]).all()
+        assert (joined["session_id"] == joined["session_id_cause"]).all()
+        if step == "click":
+            assert (joined["position"] == joined["position_cause"]).all()
+        previous = later
 
 
-def test_deterministic_and_day_n_alone_equals_sequence(tmp_path):
+def test_truth_lists_impressions_with_a_sane_click_model(world):
+    root, _ = world
+    df = read_events(root, START)
+    imps = df[df.event_type == "impression"]
+    truth = read_truth(root, START)
+    assert list(truth.columns) == ["event_id", "p_click"]
+    assert truth["event_id"].is_unique and set(truth["event_id"]) == set(imps["event_id"])
+    assert truth["p_click"].between(0, 1, inclusive="neither").all()
+    merged = imps.merge(truth, on="event_id")
+    label = clicked(merged, df[df.event_type == "click"])
+    assert 0.05 < label.mean() < 0.2
+    assert abs(label.mean() - merged["p_click"].mean()) < 0.02  # clicks are drawn from p
+    assert 0.72 < auc(merged["p_click"].to_numpy(), label) < 0.9
+    # Position bias: the top slot is clicked more than the bottom one.
+    by_position = pd.Series(label).groupby(merged["position"].to_numpy()).mean()
+    assert by_position[1] > by_position[TINY.impressions_per_request]
+
+
+def test_catalog_deltas_and_arrivals(world):
+    root, stats = world
+    day0, day1 = read_items(root, START), read_items(root, DAY1)
+    assert list(day0.columns) == list(simulate.ITEM_FIELDS)
+    assert len(day0) == TINY.n_items and day0["item_id"].is_unique
+    assert (day0["launch_date"] <= START).all() and (day0["price"] > 0).all()
+    assert day0["category"].nunique() == TINY.n_categories
+    # Day 1: new items (new ids, launched today) and repriced existing items.
+    new = day1[day1["launch_date"] == DAY1]
+    assert len(new) == TINY.new_items_per_day == stats[1]["new_items"]
+    assert not new["item_id"].isin(day0["item_id"]).any()
+    repriced = day1[day1["launch_date"] < DAY1].merge(day0, on="item_id", suffixes=("", "_0"))
+    assert len(repriced) == stats[1]["price_changes"] > 0
+    assert (repriced["price"] != repriced["price_0"]).any()
+    # New items are shown, and every new user is active on their first day.
+    events = read_events(root, DAY1)
+    assert events["item_id"].isin(new["item_id"]).any()
+    new_users = {f"u{i:06d}" for i in range(TINY.n_users, TINY.n_users + TINY.new_users_per_day)}
+    assert new_users <= set(events["user_id"])
+    assert not set(read_events(root, START)["user_id"]) & new_users
+    # Catalog prices are the prices the events carry.
+    catalog = pd.concat([day0, day1]).drop_duplicates("item_id", keep="last")
+    priced = events.merge(catalog, on="item_id", suffixes=("", "_catalog"))
+    assert len(priced) == len(events)
+    assert np.allclose(priced["price"], priced["price_catalog"])
+
+
+def test_same_seed_same_bytes_and_day_n_alone_equals_the_sequence(tmp_path):
     simulate.generate_days(tmp_path / "a", START, 3, TINY)
-    simulate.generate_day(tmp_path / "b", START, 2, TINY)
-    ds = "2026-11-22"
-    assert read_events(tmp_path / "a", ds) == read_events(tmp_path / "b", ds)
-    simulate.generate_day(tmp_path / "c", START, 2, simulate.dataclasses.replace(TINY, seed=8))
-    assert read_events(tmp_path / "a", ds) != read_events(tmp_path / "c", ds)
+    stats = simulate.generate_day(tmp_path / "b", START, 2, TINY)
+    assert stats["seconds"] < 3  # tiny is meant for tests (about 0.1 s)
+    ds = shift_ds(START, 2)
+
+    def files(root):
+        folders = [Layout(root).raw_events(ds), Layout(root).raw_items(ds)]
+        folders.append(simulate.truth_dir(root, ds))
+        return {p.relative_to(root): p.read_bytes() for f in folders for p in sorted(f.iterdir())}
+
+    a, b = files(tmp_path / "a"), files(tmp_path / "b")
+    assert len(a) == 5 and a == b
+    other = dataclasses.replace(TINY, seed=TINY.seed + 1)
+    simulate.generate_day(tmp_path / "c", START, 2, other)
+    assert read_lines(tmp_path / "a", ds) != read_lines(tmp_path / "c", ds)
 
 
-def test_new_items_and_users_arrive_and_world_drifts(tmp_path):
-    simulate.generate_days(tmp_path, START, 2, TINY)
-    items = pd.read_json(Layout(tmp_path).raw_items("2026-11-21") / "items.jsonl", lines=True)
-    new = items[items.launch_date.astype(str) == "2026-11-21"]
-    assert len(new) == TINY.new_items_per_day
-    events = pd.DataFrame([json.loads(x) for x in read_events(tmp_path, "2026-11-21")])
-    assert events.user_id.isin([f"u{i:06d}" for i in range(300, 320)]).sum() >= 20
-    s0, s10 = simulate.world_state(TINY, 0), simulate.world_state(TINY, 10)
-    assert np.abs(s10.trend - s0.trend).mean() > 0.2  # category trends moved
-    assert s10.n_items == TINY.n_items + 10 * TINY.new_items_per_day
+def test_rerun_replaces_the_day_and_no_gzip(tmp_path):
+    simulate.generate_day(tmp_path, START, 0, TINY)
+    gz_lines = read_lines(tmp_path, START)
+    simulate.generate_day(tmp_path, START, 0, TINY, compress=False)
+    folder = Layout(tmp_path).raw_events(START)
+    assert sorted(p.name for p in folder.iterdir()) == ["_SUCCESS", "part-00000.jsonl"]
+    assert read_lines(tmp_path, START) == gz_lines
+    assert not list(tmp_path.rglob("*.staging"))
+
+
+def test_the_world_drifts():
+    s0, s14 = simulate.world_state(TINY, 0), simulate.world_state(TINY, 14)
+    assert np.abs(s14.trend - s0.trend).mean() > 0.2  # category trends moved
+    assert s14.n_items == TINY.n_items + 14 * TINY.new_items_per_day
+    assert s14.n_users == TINY.n_users + 14 * TINY.new_users_per_day
+    # Click rates per category change between day 0 and day 14.
+    rates = []
+    for state in (s0, s14):
+        events, _ = simulate.simulate_events(TINY, state, shift_ds(START, state.day))
+        imps = events[events.event_type == "impression"].reset_index(drop=True)
+        label = clicked(imps, events[events.event_type == "click"])
+        idx = imps["item_id"].str[1:].astype(int).to_numpy()
+        rates.append(pd.Series(label).groupby(state.item_cat[idx]).mean())
+    assert (rates[1] - rates[0]).abs().max() > 0.05
+    # A frozen oracle (day-0 truth) ranks day-14 impressions of known users and items worse
+    # than today's truth: what a never-updated model suffers even on what it has seen.
+    users = imps["user_id"].str[1:].astype(int).to_numpy()
+    known = (users < s0.n_users) & (idx < s0.n_items)
+    bias = simulate.position_bias(TINY, imps["position"].to_numpy(int)[known])
+    fresh = simulate.click_logit(TINY, s14, users[known], idx[known]) + bias
+    stale = simulate.click_logit(TINY, s0, users[known], idx[known]) + bias
+    assert auc(fresh, label[known]) - auc(stale, label[known]) > 0.03
+    assert known.mean() < 0.6  # and most of the traffic is with users or items it never saw
 
 
 def test_dirty_delivery_has_every_kind_of_dirt(tmp_path):
     dirt = simulate.DirtConfig(0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05)
-    stats = simulate.generate_day(tmp_path, START, 0, TINY, dirt)
-    lines = read_events(tmp_path, START)
+    stats = simulate.generate_day(tmp_path, START, 1, TINY, dirt)
+    lines = read_lines(tmp_path, DAY1)
     assert len(lines) == stats["events"] > stats["clean_events"]
     parsed, broken = [], 0
     for line in lines:
@@ -85,10 +225,46 @@ def test_dirty_delivery_has_every_kind_of_dirt(tmp_path):
             parsed.append(json.loads(line))
         except json.JSONDecodeError:
             broken += 1
-    assert broken > 0
+    assert broken > 0.02 * len(lines)
     df = pd.DataFrame(parsed)
-    assert df.event_id.duplicated().any()
-    assert df.user_id.isna().any() and df.item_id.isna().any()
-    assert (df.price < 0).any() and (df.event_type == "hover").any()
-    days = pd.to_datetime(df.event_time, format="ISO8601").dt.strftime("%Y-%m-%d")
-    assert (days < START).any() and (days > START).any()
+    assert df["event_id"].duplicated().any()
+    assert df["user_id"].isna().any() and df["item_id"].isna().any()
+    assert (df["price"] < 0).any()
+    assert (~df["event_type"].isin(simulate.EVENT_TYPES)).any()
+    days = df["event_time"].str[:10]
+    assert (days < DAY1).any() and (days > DAY1).any()  # late and future events
+    assert (days[days > DAY1] >= shift_ds(DAY1, 2)).all()  # future: beyond any clock skew
+    assert df["event_time"].str.match(TIME_RE).all()
+    # Truth: only impressions that arrived intact at least once, each once.
+    truth = read_truth(tmp_path, DAY1)
+    assert truth["event_id"].is_unique
+    valid = df[
+        (df["event_type"] == "impression")
+        & df["user_id"].notna()
+        & df["item_id"].notna()
+        & (df["price"] > 0)
+        & (df["event_time"].str[:10] <= DAY1)
+    ]
+    assert set(truth["event_id"]) == set(valid["event_id"])
+    assert len(truth) < stats["impressions"]
+    # The same seed spoils the same lines.
+    again = simulate.generate_day(tmp_path / "again", START, 1, TINY, dirt)
+    assert read_lines(tmp_path / "again", DAY1) == lines and again["events"] == stats["events"]
+
+
+def test_cli_prints_one_line_per_day(tmp_path, capsys):
+    argv = ["--data-root", str(tmp_path), "--start", START, "--days", "2", "--scale", "tiny"]
+    assert simulate.main([*argv, "--seed", "3", "--dirty", "--no-gzip"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].startswith(START) and out[1].startswith(DAY1)
+    assert "impressions" in out[0] and "clicks" in out[0] and out[0].endswith(" s")
+    assert (Layout(tmp_path).raw_events(DAY1) / "part-00000.jsonl").exists()
+    with pytest.raises(SystemExit):
+        simulate.main([*argv[:4], "--days", "0"])
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="new_users_per_day"):
+        simulate.WorldConfig(requests_per_day=10, new_users_per_day=20)
+    with pytest.raises(ValueError, match="impressions_per_request"):
+        simulate.WorldConfig(impressions_per_request=1)
