@@ -18,6 +18,8 @@ just ended), it
    passed (the old champion stays reachable as `previous`).
 
 Params: `strategy` forces a strategy; `dry_run` trains and evaluates but never promotes.
+The schedule is `@daily` unless the environment of the DAG processor sets
+`FRESHRANK_SCHEDULE` (a cron expression or preset, or `none` for manual runs only).
 Every stage writes `runs/dt=<ds>/<stage>.json` under the data root. Logic lives in
 `jobs/nightly.py`; this file only wires tasks.
 """
@@ -25,6 +27,7 @@ Every stage writes `runs/dt=<ds>/<stage>.json` under the data root. Logic lives 
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
@@ -48,6 +51,10 @@ DEFAULT_ARGS = {
 }
 
 
+SCHEDULE = os.environ.get("FRESHRANK_SCHEDULE", "@daily")
+SCHEDULE = None if SCHEDULE.lower() == "none" else SCHEDULE
+
+
 def _settings():
     from jobs.settings import load_settings
 
@@ -56,7 +63,7 @@ def _settings():
 
 @dag(
     dag_id="freshrank_nightly",
-    schedule="@daily",
+    schedule=SCHEDULE,
     start_date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,

@@ -3,7 +3,7 @@
 # then SIGTERM, then SIGKILL for anything still there after the grace period.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-RUN=var/run
+RUN=${FRESHRANK_RUN_DIR:-var/run}
 shopt -s nullglob
 pids=()
 for f in "$RUN"/*.pid; do

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Start Airflow (API server + UI, scheduler, DAG processor) and the MLflow UI on the embedded
 # defaults, bound to 127.0.0.1, each in its own process group; `make down` stops them.
-# Pids go to var/run/, logs to var/log/. Ports: AIRFLOW_PORT (8080), MLFLOW_PORT (5000).
+# Pids go to var/run/, logs to var/log/ (FRESHRANK_RUN_DIR, FRESHRANK_LOG_DIR move them).
+# Ports: AIRFLOW_PORT (8080), MLFLOW_PORT (5000); FRESHRANK_UP_MLFLOW=0 skips the MLflow UI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=$ROOT/.venv/bin
-RUN=$ROOT/var/run
-LOG=$ROOT/var/log
+RUN=${FRESHRANK_RUN_DIR:-$ROOT/var/run}
+LOG=${FRESHRANK_LOG_DIR:-$ROOT/var/log}
 mkdir -p "$RUN" "$LOG" "$AIRFLOW_HOME" "$ROOT/var/mlflow/artifacts"
 AIRFLOW_PORT=${AIRFLOW_PORT:-8080}
 MLFLOW_PORT=${MLFLOW_PORT:-5000}
 export AIRFLOW__API__HOST=${AIRFLOW__API__HOST:-127.0.0.1}
 export AIRFLOW__API__PORT=$AIRFLOW_PORT
+# Task processes report to the API server's execution API: point them at the port used here.
+export AIRFLOW__API__BASE_URL=${AIRFLOW__API__BASE_URL:-http://127.0.0.1:$AIRFLOW_PORT}
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-$AIRFLOW__API__BASE_URL/execution/}
 # The API server signs task and UI tokens with these: generated once per machine, never committed.
 if [[ ! -f $AIRFLOW_HOME/secrets.env ]]; then
   umask 077
@@ -31,14 +35,16 @@ start() {  # name, command...
   fi
   setsid "$@" > "$LOG/$name.log" 2>&1 < /dev/null &
   echo $! > "$RUN/$name.pid"
-  echo "started $name (pid $!, log var/log/$name.log)"
+  echo "started $name (pid $!, log $LOG/$name.log)"
 }
 
 "$BIN/airflow" db migrate > "$LOG/db-migrate.log" 2>&1
 start airflow-api "$BIN/airflow" api-server --host "$AIRFLOW__API__HOST" --port "$AIRFLOW_PORT"
-start airflow-scheduler "$BIN/airflow" scheduler
+# The scheduler's log server would listen on every interface; tasks run on this machine and
+# the API server reads their log files directly, so it is not started.
+start airflow-scheduler "$BIN/airflow" scheduler --skip-serve-logs
 start airflow-dag-processor "$BIN/airflow" dag-processor
-start mlflow-ui "$BIN/mlflow" ui --backend-store-uri "${MLFLOW_TRACKING_URI:-sqlite:///$ROOT/var/mlflow/mlflow.db}" \
+[[ ${FRESHRANK_UP_MLFLOW:-1} == 0 ]] || start mlflow-ui "$BIN/mlflow" ui --backend-store-uri "${MLFLOW_TRACKING_URI:-sqlite:///$ROOT/var/mlflow/mlflow.db}" \
   --default-artifact-root "$ROOT/var/mlflow/artifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1
 
 for _ in $(seq 1 90); do
