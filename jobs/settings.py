@@ -100,6 +100,18 @@ class GateSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How many days of each kind of output to keep (see jobs/retention.py)."""
+
+    data_days: int = 30  # clean/, quarantine/, examples/
+    state_days: int = 7  # state/ snapshots
+    model_days: int = 7  # models/dt=<ds>/: candidates, champion downloads, checkpoints
+    runs_days: int = 365  # runs/: small JSON summaries and reports
+    raw_days: int = 0  # raw/: the delivered logs; 0 = never delete
+    keep_versions: int = 10  # newest registered versions kept (aliased ones always)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_root: Path = REPO_ROOT / "var" / "data"
     tracking_uri: str = f"sqlite:///{REPO_ROOT / 'var' / 'mlflow' / 'mlflow.db'}"
@@ -112,6 +124,7 @@ class Settings:
     train: TrainSettings = field(default_factory=TrainSettings)
     compress: CompressSettings = field(default_factory=CompressSettings)
     gate: GateSettings = field(default_factory=GateSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
 
 _SECTIONS = {
@@ -121,6 +134,7 @@ _SECTIONS = {
     "train": TrainSettings,
     "compress": CompressSettings,
     "gate": GateSettings,
+    "retention": RetentionSettings,
 }
 
 
