@@ -1,9 +1,11 @@
 """
 ### freshrank_nightly
 
-Keeps the ranking model fresh: every night, for the logical date `ds` (the data day that
-just ended), it
+Keeps the ranking model fresh: every night, for the data day `ds` (the logical date, i.e.
+the day that just ended), it
 
+0. **resolve_day**: which day to process: the `ds` Param, else the day announced by the
+   `freshrank_raw_delta` asset event that triggered the run, else the logical date;
 1. **wait_for_delta**: waits for `raw/events/dt=<ds>/` under the data root;
 2. **preprocess** (PySpark): dedupes, quarantines bad rows with reasons, labels
    impressions, writes `examples/dt=<ds>/`;
@@ -15,13 +17,20 @@ just ended), it
 6. **compress**: tfmot pruning, float and int8 TFLite;
 7. **evaluate**: candidate vs champion on the day's held-out requests;
 8. **register**: new MLflow model version; the `champion` alias moves only if the gate
-   passed (the old champion stays reachable as `previous`).
+   passed (the old champion stays reachable as `previous`);
+9. **cleanup**: the retention policy (`[retention]`) keeps disk bounded.
 
-Params: `strategy` forces a strategy; `dry_run` trains and evaluates but never promotes.
-The schedule is `@daily` unless the environment of the DAG processor sets
-`FRESHRANK_SCHEDULE` (a cron expression or preset, or `none` for manual runs only).
-Every stage writes `runs/dt=<ds>/<stage>.json` under the data root. Logic lives in
-`jobs/nightly.py`; this file only wires tasks.
+**Schedule**: `@daily` (catchup off; backfill with `airflow backfill create --dag-id
+freshrank_nightly --from-date ... --to-date ...`), *or* whenever a delivery announces a day
+with an event on asset `freshrank_raw_delta` carrying `extra={"ds": "YYYY-MM-DD"}`
+(`python -m jobs.announce --ds ...`). `FRESHRANK_SCHEDULE` in the scheduler's environment
+replaces `@daily` (a cron expression or preset; `none`: asset events and manual runs only).
+
+**Params**: `ds` processes another day than the logical date; `strategy` forces a strategy;
+`dry_run` trains and evaluates but never promotes; `workers` sets the number of training
+processes (tf.distribute). Every stage writes `runs/dt=<ds>/<stage>.json` under the data
+root; a failure writes `runs/dt=<ds>/failure.json` and an MLflow run tagged
+`status=failed`. Logic lives in `jobs/nightly.py`; this file only wires tasks.
 """
 
 from __future__ import annotations
@@ -29,8 +38,18 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
+    CronDataIntervalTimetable,
+    Param,
+    dag,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException
+
+# A delivery (importer, log shipper) announces a complete day with extra={"ds": ...}.
+RAW_DELTA = Asset("freshrank_raw_delta")
 
 
 def _record_failure(context) -> None:
@@ -38,7 +57,9 @@ def _record_failure(context) -> None:
     from jobs.nightly import record_failure
 
     ti = context["ti"]
-    record_failure(context["ds"], ti.task_id, repr(context.get("exception")), _settings())
+    day = ti.xcom_pull(task_ids="resolve_day") if ti.task_id != "resolve_day" else None
+    day = day or context.get("ds") or "unknown-day"
+    record_failure(day, ti.task_id, repr(context.get("exception")), _settings())
 
 
 DEFAULT_ARGS = {
@@ -51,8 +72,13 @@ DEFAULT_ARGS = {
 }
 
 
-SCHEDULE = os.environ.get("FRESHRANK_SCHEDULE", "@daily")
-SCHEDULE = None if SCHEDULE.lower() == "none" else SCHEDULE
+def _schedule():
+    cron = os.environ.get("FRESHRANK_SCHEDULE", "@daily")
+    if cron.lower() == "none":
+        return RAW_DELTA
+    # Data intervals: the run for logical date D starts once day D has ended.
+    timetable = CronDataIntervalTimetable(cron, timezone="UTC")
+    return AssetOrTimeSchedule(timetable=timetable, assets=RAW_DELTA)
 
 
 def _settings():
@@ -63,7 +89,7 @@ def _settings():
 
 @dag(
     dag_id="freshrank_nightly",
-    schedule=SCHEDULE,
+    schedule=_schedule(),
     start_date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
@@ -71,6 +97,12 @@ def _settings():
     doc_md=__doc__,
     tags=["freshrank", "nightly"],
     params={
+        "ds": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+            description="Data day to process (YYYY-MM-DD); empty: the logical date.",
+        ),
         "strategy": Param(
             None,
             type=["null", "string"],
@@ -78,71 +110,98 @@ def _settings():
             description="Force an update strategy instead of the policy's choice.",
         ),
         "dry_run": Param(False, type="boolean", description="Train and evaluate, never promote."),
+        "workers": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=8,
+            description="Training processes (tf.distribute); empty: [train] workers.",
+        ),
     },
 )
 def freshrank_nightly():
+    @task
+    def resolve_day(ds=None, params=None, triggering_asset_events=None) -> str:
+        from jobs.nightly import resolve_day as pick
+
+        announced = [
+            (event.extra or {}).get("ds")
+            for events in (triggering_asset_events or {}).values()
+            for event in events
+        ]
+        return pick(ds, (params or {}).get("ds"), announced)
+
     @task.sensor(poke_interval=300, timeout=6 * 3600, mode="reschedule")
-    def wait_for_delta(ds=None) -> bool:
+    def wait_for_delta(day: str) -> bool:
         from jobs.nightly import delta_ready
 
-        return delta_ready(ds, _settings())
+        return delta_ready(day, _settings())
 
     @task
-    def preprocess(ds=None) -> dict:
+    def preprocess(day: str) -> dict:
         from jobs import nightly
 
-        return nightly.preprocess(ds, _settings())
+        return nightly.preprocess(day, _settings())
 
     @task(retries=0)
-    def validate(ds=None) -> dict:
+    def validate(day: str) -> dict:
         from jobs import nightly
         from jobs.validate import DataValidationError
 
         try:
-            return nightly.validate(ds, _settings())
+            return nightly.validate(day, _settings())
         except DataValidationError as exc:
             raise AirflowFailException(str(exc)) from exc
 
     @task.branch
-    def choose_strategy(ds=None, params=None):
+    def choose_strategy(day: str, params=None):
         from jobs import nightly
 
-        decision = nightly.choose_strategy(ds, _settings(), (params or {}).get("strategy"))
+        decision = nightly.choose_strategy(day, _settings(), (params or {}).get("strategy"))
         return [] if decision["strategy"] == "skip" else ["fine_tune"]
 
     @task
-    def fine_tune(ds=None) -> dict:
+    def fine_tune(day: str, params=None) -> dict:
         from jobs import nightly
 
-        return nightly.fine_tune(ds, _settings())
+        return nightly.fine_tune(day, _settings(), (params or {}).get("workers"))
 
     @task
-    def compress(ds=None) -> dict:
+    def compress(day: str) -> dict:
         from jobs import nightly
 
-        return nightly.compress(ds, _settings())
+        return nightly.compress(day, _settings())
 
     @task
-    def evaluate(ds=None) -> dict:
+    def evaluate(day: str) -> dict:
         from jobs import nightly
 
-        return nightly.evaluate(ds, _settings())
+        return nightly.evaluate(day, _settings())
 
     @task
-    def register(ds=None, params=None) -> dict:
+    def register(day: str, params=None) -> dict:
         from jobs import nightly
 
-        return nightly.register(ds, _settings(), bool((params or {}).get("dry_run")))
+        return nightly.register(day, _settings(), bool((params or {}).get("dry_run")))
 
+    # Also after a skipped night; never after a failed one (its outputs may be needed).
+    @task(trigger_rule="none_failed")
+    def cleanup(day: str) -> dict:
+        from jobs import nightly
+
+        return nightly.cleanup(day, _settings())
+
+    day = resolve_day()
     (
-        wait_for_delta()
-        >> preprocess()
-        >> validate()
-        >> choose_strategy()
-        >> fine_tune()
-        >> compress()
-        >> evaluate()
-        >> register()
+        wait_for_delta(day)
+        >> preprocess(day)
+        >> validate(day)
+        >> choose_strategy(day)
+        >> fine_tune(day)
+        >> compress(day)
+        >> evaluate(day)
+        >> register(day)
+        >> cleanup(day)
     )
 
 

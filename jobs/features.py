@@ -21,7 +21,22 @@ ID_FEATURES: dict[str, tuple[str, int]] = {
     "brand": ("brand", 1 << 12),
     "query": ("query", 1 << 12),
 }
-DENSE_FEATURES: tuple[str, ...] = ("log_price", "position")
+# Point-in-time aggregates from the incremental feature state (jobs.feature_state), each in
+# [0, 1]; the value an id gets when the state has never seen it (a new user or item).
+STATE_DEFAULTS: dict[str, float] = {
+    "item_ctr": 0.05,
+    "item_popularity": 0.0,
+    "item_purchases": 0.0,
+    "item_age": 0.0,
+    "user_ctr": 0.05,
+    "user_activity": 0.0,
+    "user_category_affinity": 0.0,
+    "user_recency": 1.0,
+    "user_is_new": 1.0,
+    "item_is_new": 1.0,
+}
+STATE_FEATURES: tuple[str, ...] = tuple(STATE_DEFAULTS)
+DENSE_FEATURES: tuple[str, ...] = ("log_price", "position", *STATE_FEATURES)
 MAX_POSITION = 50
 LABEL = "label_click"
 PURCHASE_LABEL = "label_purchase"
@@ -137,10 +152,17 @@ def spark_hash_bucket(name: str, column):
 
 
 def feature_row(raw: dict) -> dict:
-    """Model inputs of one raw candidate row (serving): ids hashed, dense features built."""
+    """Model inputs of one raw candidate row (serving): ids hashed, dense features built.
+
+    State features are taken from the row when the caller looked them up (a feature store
+    holding ``state/``), else they get the values of a never-seen id.
+    """
     row = {id_column(n): hash_bucket(n, raw.get(src)) for n, (src, _) in ID_FEATURES.items()}
     row["log_price"] = log_price(raw.get("price"))
     row["position"] = position_feature(raw.get("position"))
+    for name, default in STATE_DEFAULTS.items():
+        value = raw.get(name)
+        row[name] = default if value is None or value != value else float(value)
     return row
 
 
@@ -154,6 +176,7 @@ EXAMPLE_SCHEMA: dict[str, str] = {
     **{id_column(n): "int" for n in ID_FEATURES},
     "log_price": "float",
     "position": "float",
+    **{name: "float" for name in STATE_FEATURES},
     LABEL: "int",
     PURCHASE_LABEL: "int",
     "split": "string",  # "train" or "holdout"

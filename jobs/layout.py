@@ -8,6 +8,8 @@ Layout under the data root (see README, "Data layout"):
     quarantine/events/dt=<ds>/             rejected rows with a reason column (Parquet)
     quarantine/items/dt=<ds>/
     state/items/dt=<ds>/                   catalog snapshot after the day (Parquet)
+    state/{item_stats,user_stats,user_category}/dt=<ds>/
+                                           incremental feature state after the day
     examples/dt=<ds>/                      labelled, hashed training examples (Parquet)
     runs/dt=<ds>/<stage>.json              what each stage did, with counts and timings
     models/dt=<ds>/                        candidate models of the day
@@ -74,6 +76,10 @@ class Layout:
 
     def item_state(self, ds: str) -> Path:
         return self._day("state", "items", ds=ds)
+
+    def feature_state(self, table: str, ds: str) -> Path:
+        """``state/<table>/dt=<ds>``: user/item aggregates after day ``ds`` (feature_state)."""
+        return self._day("state", table, ds=ds)
 
     def examples(self, ds: str) -> Path:
         return self._day("examples", ds=ds)

@@ -25,6 +25,7 @@ STAGES = (
     "compress",
     "evaluate",
     "register",
+    "cleanup",
 )
 
 
@@ -63,6 +64,21 @@ def record_failure(ds: str, stage: str, reason: str, settings: Settings) -> dict
     except Exception as exc:  # noqa: BLE001 - never hide the original failure behind this one
         log.warning("could not record the failure of %s in MLflow: %s", ds, exc)
     return summary
+
+
+def resolve_day(
+    logical_ds: str | None, param_ds: str | None = None, announced: list | tuple = ()
+) -> str:
+    """The data day a run processes: the ``ds`` Param if given, else the newest day announced
+    by the triggering asset events (their ``extra["ds"]``), else the logical date."""
+    announced = [d for d in announced if d]
+    for day in (param_ds, max(announced) if announced else None, logical_ds):
+        if day:
+            return check_ds(day)
+    raise ValueError(
+        "no data day: the run has no logical date, no `ds` Param and no asset event with "
+        'extra {"ds": "YYYY-MM-DD"}'
+    )
 
 
 def delta_ready(ds: str, settings: Settings) -> bool:
@@ -125,9 +141,16 @@ def decision_of(ds: str, settings: Settings) -> dict:
     return decision
 
 
-def fine_tune(ds: str, settings: Settings) -> dict:
+def fine_tune(ds: str, settings: Settings, workers: int | None = None) -> dict:
+    """Warm-start (or retrain) the day's candidate; ``workers`` overrides ``[train] workers``."""
+    import dataclasses
+
     from models.train import finetune
 
+    if workers is not None:
+        settings = dataclasses.replace(
+            settings, train=dataclasses.replace(settings.train, workers=workers)
+        )
     layout = Layout(settings.data_root)
     decision = decision_of(ds, settings)
     champion = decision.get("champion")
@@ -216,7 +239,7 @@ def register(ds: str, settings: Settings, dry_run: bool = False) -> dict:
     }
     candidate_dir = layout.model_dir(ds) / "candidate"
     reports = [runs / "validation.html", runs / "report.html"]
-    reports += [runs / f"{stage}.json" for stage in STAGES[:-1]]
+    reports += [runs / f"{stage}.json" for stage in STAGES[: STAGES.index("register")]]
     result = register_candidate(settings, candidate_dir, params, metrics, tags, promote, reports)
     if dry_run:
         why = "dry run: never promotes"
@@ -228,17 +251,25 @@ def register(ds: str, settings: Settings, dry_run: bool = False) -> dict:
     return record(settings, ds, "register", summary)
 
 
+def cleanup(ds: str, settings: Settings) -> dict:
+    """Apply the retention policy (``[retention]``), so disk stays bounded."""
+    from jobs.retention import apply_retention
+
+    return apply_retention(ds, settings)
+
+
 def run_all(ds: str, settings: Settings, override: str | None = None, dry_run: bool = False):
     """Every stage in order, without Airflow (for debugging a day from a shell)."""
     preprocess(ds, settings)
     validate(ds, settings)
-    decision = choose_strategy(ds, settings, override)
-    if decision["strategy"] == "skip":
-        return decision
-    fine_tune(ds, settings)
-    compress(ds, settings)
-    evaluate(ds, settings)
-    return register(ds, settings, dry_run)
+    result = choose_strategy(ds, settings, override)
+    if result["strategy"] != "skip":
+        fine_tune(ds, settings)
+        compress(ds, settings)
+        evaluate(ds, settings)
+        result = register(ds, settings, dry_run)
+    cleanup(ds, settings)
+    return result
 
 
 def main(argv=None) -> int:

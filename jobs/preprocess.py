@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from jobs import features
+from jobs.feature_state import day_counts, read_state, update_state, write_state
 from jobs.layout import Layout, check_ds, publish_dir, shift_ds, staging_dir, write_json
 from jobs.settings import PreprocessSettings, Settings, load_settings
 
@@ -318,14 +319,18 @@ def sample_negatives(events, k: int, seed: int):
     )
 
 
-def build_examples(labelled, item_state, cfg: PreprocessSettings):
-    """Join catalog attributes, hash ids, build dense features and the holdout split."""
+def build_examples(labelled, item_state, cfg: PreprocessSettings, ds: str, feature_state=None):
+    """Join catalog attributes and point-in-time state features, hash ids, build dense
+    features and the holdout split. ``feature_state`` must be as of a day before ``ds``."""
     from pyspark.sql import functions as F
 
+    from jobs.feature_state import add_state_features
+
     catalog = item_state.select(
-        "item_id", "category", "brand", F.col("price").alias("catalog_price")
+        "item_id", "category", "brand", "launch_date", F.col("price").alias("catalog_price")
     )
     df = labelled.join(catalog, "item_id", "left")
+    df = add_state_features(df, feature_state, ds, cfg)
     price = F.coalesce("price", "catalog_price")
     df = df.withColumn("price", price)
     for name, (source, _) in features.ID_FEATURES.items():
@@ -416,9 +421,14 @@ def preprocess_day(spark, ds: str, settings: Settings) -> dict:
         if has_impressions
         else sample_negatives(clean, cfg.negatives_per_positive, cfg.seed)
     )
-    examples = build_examples(labelled, state, cfg)
+    # Feature state: yesterday's aggregates feed today's examples (point in time); today's
+    # events then update the state for tomorrow.
+    previous = read_state(spark, layout, ds)
+    examples = build_examples(labelled, state, cfg, ds, previous)
     write_parquet(examples, layout.examples(ds), 2)
     written = spark.read.parquet(str(layout.examples(ds)))
+    today = update_state(previous, day_counts(clean, state, ds), cfg.feature_half_life_days)
+    write_state(today, layout, write_parquet)
     stats = written.groupBy("split").agg(
         F.count("*").alias("n"), F.sum(features.LABEL).alias("clicks")
     )

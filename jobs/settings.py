@@ -34,6 +34,10 @@ class PreprocessSettings:
     holdout_fraction: float = 0.1
     # Logs without impressions: negatives sampled from the day's items per positive.
     negatives_per_positive: int = 4
+    # Feature state: counts halve every this many days; smoothed CTRs start from the global
+    # CTR with this many pseudo-impressions.
+    feature_half_life_days: float = 7.0
+    ctr_prior_strength: float = 20.0
     seed: int = 7
 
 
@@ -76,6 +80,14 @@ class TrainSettings:
     # A from-scratch retrain reads at most this many recent days.
     retrain_history_days: int = 14
     seed: int = 7
+    # Training processes: 1 trains in the calling process; N > 1 starts N local workers under
+    # tf.distribute.MultiWorkerMirroredStrategy (models.distributed). batch_size stays global.
+    workers: int = 1
+    # BackupAndRestore saves the training state every this many steps (0: after each epoch)
+    # under <out dir>/backup, so a killed run resumes; the backup is removed after success.
+    backup_every_steps: int = 100
+    # A distributed run still going after this many seconds is stopped and fails.
+    worker_timeout_s: int = 3600
 
 
 @dataclass(frozen=True)

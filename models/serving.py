@@ -3,7 +3,8 @@
 ``mlflow.pyfunc.load_model("models:/ranker@champion").predict(df)`` scores a DataFrame of
 candidate rows. Rows may be raw (``user_id, item_id, category, brand, query, price`` and
 optionally ``position``; ids are hashed exactly as in training by ``jobs.features``) or
-already hashed (the ``*_bucket`` columns plus ``log_price`` and ``position``). Returns one
+already hashed (the ``*_bucket`` columns plus the dense features). State features
+(``jobs.features.STATE_FEATURES``) absent from the rows get a new id's values. Returns one
 click probability per row. The same model is what ``mlflow models serve`` answers with.
 """
 
@@ -25,7 +26,7 @@ def frame_to_inputs(df) -> dict[str, np.ndarray]:
         df = pd.DataFrame([features.feature_row(r) for r in raw])
     missing = [c for c in features.DENSE_FEATURES if c not in df.columns]
     if missing:
-        df = df.assign(**{c: 0.0 for c in missing})
+        df = df.assign(**{c: features.STATE_DEFAULTS.get(c, 0.0) for c in missing})
     return to_inputs(df)
 
 

@@ -39,6 +39,7 @@ def test_policy_on_every_dag(dagbag):
 def test_nightly_wiring_and_params(dagbag):
     dag = dagbag.dags["freshrank_nightly"]
     order = [
+        "resolve_day",
         "wait_for_delta",
         "preprocess",
         "validate",
@@ -47,11 +48,15 @@ def test_nightly_wiring_and_params(dagbag):
         "compress",
         "evaluate",
         "register",
+        "cleanup",
     ]
     for up, down in zip(order, order[1:], strict=False):
         assert down in dag.get_task(up).downstream_task_ids
-    assert set(dag.params.keys()) >= {"strategy", "dry_run"}
-    assert "Data" in type(dag.timetable).__name__  # logical date = the data day
+    assert set(dag.params.keys()) >= {"ds", "strategy", "dry_run", "workers"}
+    # Nightly by the clock (logical date = the data day) or when a delivery is announced.
+    assert "Data" in type(dag.timetable.timetable).__name__
+    assert "freshrank_raw_delta" in repr(dag.timetable.asset_condition)
+    assert dag.get_task("cleanup").trigger_rule == "none_failed"
 
 
 def test_params_reject_bad_values(dagbag):
@@ -62,10 +67,21 @@ def test_params_reject_bad_values(dagbag):
     for bad in ("../etc", "0", "latest"):
         with pytest.raises(ParamValidationError):
             version.resolve(bad)
-    strategy = dagbag.dags["freshrank_nightly"].params.get_param("strategy")
+    params = dagbag.dags["freshrank_nightly"].params
+    strategy = params.get_param("strategy")
     assert strategy.resolve("light") == "light"
     with pytest.raises(ParamValidationError):
         strategy.resolve("yolo")
+    ds = params.get_param("ds")
+    assert ds.resolve("2026-11-20") == "2026-11-20" and ds.resolve(None) is None
+    for bad in ("../../etc", "2026-11-20/../x", "yesterday"):
+        with pytest.raises(ParamValidationError):
+            ds.resolve(bad)
+    workers = params.get_param("workers")
+    assert workers.resolve(2) == 2
+    for bad in (0, 99, "two"):
+        with pytest.raises(ParamValidationError):
+            workers.resolve(bad)
 
 
 def test_dag_files_import_nothing_heavy_at_parse_time():
@@ -80,3 +96,16 @@ def test_dag_files_import_nothing_heavy_at_parse_time():
                 )
                 for name in names:
                     assert name.split(".")[0] not in HEAVY, f"{path.name} imports {name}"
+
+
+def test_the_day_comes_from_the_param_then_the_delivery_then_the_logical_date():
+    from jobs.nightly import resolve_day
+
+    assert resolve_day("2026-11-20") == "2026-11-20"
+    assert resolve_day("2026-11-20", "2026-11-18") == "2026-11-18"
+    assert resolve_day(None, None, ["2026-11-21", None, "2026-11-22"]) == "2026-11-22"
+    assert resolve_day("2026-11-20", None, ["2026-11-22"]) == "2026-11-22"
+    with pytest.raises(ValueError, match="no data day"):
+        resolve_day(None, None, [])
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        resolve_day(None, None, ["../../etc"])

@@ -3,8 +3,9 @@
 Starts the API server, scheduler and DAG processor with ``scripts/up.sh`` (a throwaway
 AIRFLOW_HOME, data root and MLflow store), checks that the API refuses anonymous calls,
 logs in with the generated password, triggers ``freshrank_nightly`` for a simulated day
-with Params, waits for the run to succeed and checks the registry; stops everything with
-``scripts/down.sh``.
+with Params, waits for the run to succeed and checks the registry; then delivers the next
+day and announces it with an asset event (``jobs.announce``), which must start a run for
+that day on its own; stops everything with ``scripts/down.sh``.
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ import socket
 import subprocess
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from jobs import simulate
+from jobs.announce import announce, call, default_password, login
 from jobs.settings import load_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
-DS = "2026-11-20"
+DS, NEXT = "2026-11-20", "2026-11-21"
 
 
 def free_port() -> int:
@@ -34,14 +35,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def call(url, method="GET", body=None, token=None, timeout=30):
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers=headers, method=method)
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return r.status, json.loads(r.read() or b"{}")
+def wait_for_run(base: str, token: str, run_id: str, logs: Path) -> dict:
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        info = call(f"{base}/api/v2/dags/freshrank_nightly/dagRuns/{run_id}", token=token)
+        if info["state"] in ("success", "failed"):
+            break
+        time.sleep(5)
+    text = "\n".join(p.read_text()[-2000:] for p in logs.glob("*.log"))
+    assert info["state"] == "success", text
+    return info
 
 
 @pytest.fixture
@@ -72,7 +75,7 @@ def airflow_up(tmp_path):
         assert down.returncode == 0, down.stderr
 
 
-def test_trigger_through_rest_api_and_scheduler(airflow_up):
+def test_trigger_through_rest_api_and_scheduler(airflow_up, monkeypatch):
     env, base, tmp = airflow_up
     settings = load_settings(env=env)
     simulate.generate_days(settings.data_root, DS, 1, simulate.SCALES["tiny"])
@@ -81,10 +84,10 @@ def test_trigger_through_rest_api_and_scheduler(airflow_up):
         call(f"{base}/api/v2/dags")
     assert anonymous.value.code == 401
 
-    passwords = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
-    password = json.loads(passwords.read_text())["admin"]
-    _, auth = call(f"{base}/auth/token", "POST", {"username": "admin", "password": password})
-    token = auth["access_token"]
+    monkeypatch.setenv("AIRFLOW_HOME", env["AIRFLOW_HOME"])  # where the generated password is
+    token = login(base, "admin", default_password("admin"))
+    with pytest.raises(PermissionError):
+        login(base, "admin", "not-the-password")
 
     deadline = time.time() + 120  # the DAG processor parses the files first
     while True:
@@ -95,25 +98,13 @@ def test_trigger_through_rest_api_and_scheduler(airflow_up):
             assert time.time() < deadline, "freshrank_nightly never appeared"
             time.sleep(3)
     call(f"{base}/api/v2/dags/freshrank_nightly", "PATCH", {"is_paused": False}, token)
-    status, run = call(
-        f"{base}/api/v2/dags/freshrank_nightly/dagRuns",
-        "POST",
-        {"logical_date": f"{DS}T00:00:00Z", "conf": {"strategy": "retrain", "dry_run": False}},
-        token,
-    )
-    assert status == 200
-    run_id = run["dag_run_id"]
-
-    deadline = time.time() + 600
-    state = None
-    while time.time() < deadline:
-        _, info = call(f"{base}/api/v2/dags/freshrank_nightly/dagRuns/{run_id}", token=token)
-        state = info["state"]
-        if state in ("success", "failed"):
-            break
-        time.sleep(5)
-    logs = "\n".join(p.read_text()[-2000:] for p in (tmp / "log").glob("*.log"))
-    assert state == "success", logs
+    runs_url = f"{base}/api/v2/dags/freshrank_nightly/dagRuns"
+    with pytest.raises(urllib.error.HTTPError) as bad_param:
+        call(runs_url, "POST", {"logical_date": f"{DS}T00:00:00Z", "conf": {"workers": 0}}, token)
+    assert bad_param.value.code == 400
+    conf = {"strategy": "retrain", "dry_run": False}
+    run = call(runs_url, "POST", {"logical_date": f"{DS}T00:00:00Z", "conf": conf}, token)
+    wait_for_run(base, token, run["dag_run_id"], tmp / "log")
 
     from models import registry
 
@@ -122,3 +113,18 @@ def test_trigger_through_rest_api_and_scheduler(airflow_up):
         (settings.data_root / "runs" / f"dt={DS}" / "choose_strategy.json").read_text()
     )
     assert strategy["strategy"] == "retrain" and "override" in strategy["reasons"][0]
+
+    # The next day is delivered and announced: the asset event alone starts its run.
+    simulate.generate_day(settings.data_root, DS, 1, simulate.SCALES["tiny"])
+    announce(NEXT, base, token)
+    deadline = time.time() + 120
+    triggered = []
+    while not triggered:
+        assert time.time() < deadline, "the asset event started no run"
+        time.sleep(3)
+        runs = call(runs_url, token=token)["dag_runs"]
+        triggered = [r for r in runs if r["run_type"] == "asset_triggered"]
+    wait_for_run(base, token, triggered[0]["dag_run_id"], tmp / "log")
+    c = registry.client(settings)
+    versions = c.search_model_versions(f"name='{settings.model_name}'")
+    assert sorted(v.tags["ds"] for v in versions) == [DS, NEXT]

@@ -38,6 +38,8 @@ def make_examples(n: int, seed: int, items=range(200), users=range(300)) -> pd.D
         df[features.id_column(name)] = [features.hash_bucket(name, v) for v in values]
     df["log_price"] = np.log1p(price).astype(np.float32)
     df["position"] = (position / features.MAX_POSITION).astype(np.float32)
+    for name, value in features.STATE_DEFAULTS.items():  # as if every id were new
+        df[name] = np.float32(value)
     df[features.LABEL] = click
     df[features.PURCHASE_LABEL] = click * (rng.random(n) < 0.2)
     df["split"] = np.where(rng.random(n) < 0.2, "holdout", "train")

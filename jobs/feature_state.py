@@ -1,0 +1,256 @@
+"""Incremental feature state: user and item aggregates carried from day to day.
+
+Every night the state is *updated*, never recomputed over history: the state after day
+``ds`` is the state after the previous processed day, decayed by the days between them,
+plus the counts of day ``ds``'s clean events. Three tables, each a Parquet partition
+``state/<table>/dt=<ds>/`` under the data root (``as_of`` = the last day they include):
+
+* ``item_stats``: item_id, impressions, clicks, purchases (time-decayed counts),
+  first_seen, last_seen;
+* ``user_stats``: user_id, events, impressions, clicks (time-decayed), last_seen;
+* ``user_category``: user_id, category, actions (time-decayed clicks, carts, purchases).
+
+Counts decay with a half-life of ``feature_half_life_days``, so a trend from last month
+weighs less than yesterday's.
+
+**Point in time**: the examples of day ``ds`` are joined with the state as of the latest
+processed day *before* ``ds`` (decayed to the start of ``ds``), never with ``ds``'s own
+state: a day's examples only see what was known before the day began, as at serving time.
+An id absent from that state is new: its features take the neutral values in
+``jobs.features.STATE_DEFAULTS`` and the ``*_is_new`` flags are 1.
+
+The dense features built from it (all scaled into [0, 1], names in ``jobs.features``):
+smoothed item CTR, item popularity and purchases (log-scaled), item age, smoothed user
+CTR, user activity, the user's affinity to the item's category, days since the user was
+last seen, and the two new-id flags.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from jobs import features
+
+TABLES = ("item_stats", "user_stats", "user_category")
+POSITIVE_TYPES = ("click", "add_to_cart", "purchase")
+LOG_SCALE = math.log1p(10_000.0)  # log1p(count) / LOG_SCALE is about 1 for 10k events
+MAX_RECENCY_DAYS = 30
+MAX_AGE_DAYS = 365
+
+
+@dataclass
+class FeatureState:
+    """The three state tables (Spark DataFrames) and the last day they include."""
+
+    as_of: str
+    item_stats: object
+    user_stats: object
+    user_category: object
+
+    def tables(self) -> dict:
+        return {name: getattr(self, name) for name in TABLES}
+
+
+def decay_factor(days: int, half_life_days: float) -> float:
+    return 0.5 ** (days / half_life_days) if days > 0 else 1.0
+
+
+def _days_between(a: str, b: str) -> int:
+    import datetime as dt
+
+    return (dt.date.fromisoformat(b) - dt.date.fromisoformat(a)).days
+
+
+# --- the day's counts -------------------------------------------------------------------
+def day_counts(clean, catalog, ds: str) -> FeatureState:
+    """Per item, user and (user, category): the day's counts from its clean events."""
+    from pyspark.sql import functions as F
+
+    is_type = lambda t: (F.col("event_type") == t).cast("double")  # noqa: E731
+    positive = F.col("event_type").isin(*POSITIVE_TYPES).cast("double")
+    day = F.lit(ds).cast("date")
+    items = clean.groupBy("item_id").agg(
+        F.sum(is_type("impression")).alias("impressions"),
+        F.sum(is_type("click")).alias("clicks"),
+        F.sum(is_type("purchase")).alias("purchases"),
+    )
+    items = items.withColumn("first_seen", day).withColumn("last_seen", day)
+    users = clean.groupBy("user_id").agg(
+        F.count("*").cast("double").alias("events"),
+        F.sum(is_type("impression")).alias("impressions"),
+        F.sum(is_type("click")).alias("clicks"),
+    )
+    users = users.withColumn("last_seen", day)
+    with_category = clean.filter(positive > 0).join(
+        catalog.select("item_id", "category").filter(F.col("category").isNotNull()), "item_id"
+    )
+    user_category = with_category.groupBy("user_id", "category").agg(
+        F.count("*").cast("double").alias("actions")
+    )
+    return FeatureState(ds, items, users, user_category)
+
+
+# --- the update -------------------------------------------------------------------------
+_KEYS = {
+    "item_stats": ["item_id"],
+    "user_stats": ["user_id"],
+    "user_category": ["user_id", "category"],
+}
+_COUNTS = {
+    "item_stats": ["impressions", "clicks", "purchases"],
+    "user_stats": ["events", "impressions", "clicks"],
+    "user_category": ["actions"],
+}
+
+
+def update_state(previous: FeatureState | None, today: FeatureState, half_life_days: float):
+    """State after ``today.as_of``: ``previous`` decayed to that day plus today's counts."""
+    from pyspark.sql import functions as F
+
+    if previous is None:
+        return today
+    factor = decay_factor(_days_between(previous.as_of, today.as_of), half_life_days)
+    out = {}
+    for name in TABLES:
+        keys, counts = _KEYS[name], _COUNTS[name]
+        old, new = getattr(previous, name).alias("o"), getattr(today, name).alias("n")
+        joined = old.join(new, keys, "full_outer")
+        cols = [F.col(k) for k in keys]
+        cols += [
+            (
+                F.coalesce(F.col(f"o.{c}"), F.lit(0.0)) * factor
+                + F.coalesce(F.col(f"n.{c}"), F.lit(0.0))
+            ).alias(c)
+            for c in counts
+        ]
+        if name == "item_stats":
+            cols.append(F.coalesce("o.first_seen", "n.first_seen").alias("first_seen"))
+        if name != "user_category":
+            cols.append(F.coalesce("n.last_seen", "o.last_seen").alias("last_seen"))
+        # Forget what decayed to (almost) nothing, so the state does not grow without bound.
+        alive = F.greatest(*[F.col(c) for c in counts], F.lit(0.0)) >= F.lit(0.01)
+        out[name] = joined.select(*cols).filter(alive)
+    return FeatureState(today.as_of, **out)
+
+
+# --- point-in-time features -------------------------------------------------------------
+def add_state_features(df, state: FeatureState | None, ds: str, cfg):
+    """Add the dense state features (``features.STATE_FEATURES``) to examples of day ``ds``.
+
+    ``df`` needs user_id, item_id and category (and launch_date when known); ``state`` must
+    be as of a day before ``ds`` (or None on the first day: every id is new).
+    """
+    from pyspark.sql import functions as F
+
+    if state is not None and state.as_of >= ds:
+        raise ValueError(f"feature state as of {state.as_of} would leak into examples of {ds}")
+    day = F.lit(ds).cast("date")
+    launch = F.to_date("launch_date") if "launch_date" in df.columns else F.lit(None).cast("date")
+    if state is None:
+        out = df.withColumn("_u_new", F.lit(1.0)).withColumn("_i_new", F.lit(1.0))
+        for name, value in features.STATE_DEFAULTS.items():
+            out = out.withColumn(name, F.lit(float(value)))
+        age = F.datediff(day, launch)
+        out = out.withColumn(
+            "item_age", F.coalesce(_log_scaled_days(age, MAX_AGE_DAYS), F.lit(0.0))
+        )
+        return out.drop("_u_new", "_i_new")
+
+    # Decay to the start of ``ds``: the state's last day is a full day before it.
+    factor = decay_factor(_days_between(state.as_of, ds) - 1, cfg.feature_half_life_days)
+    prior = (
+        state.item_stats.agg(
+            (F.sum("clicks") / F.greatest(F.sum("impressions"), F.lit(1.0))).alias("p")
+        ).first()["p"]
+        or features.STATE_DEFAULTS["item_ctr"]
+    )
+    m = cfg.ctr_prior_strength
+    items = state.item_stats.select(
+        "item_id",
+        (F.col("impressions") * factor).alias("_i_imp"),
+        (F.col("clicks") * factor).alias("_i_clk"),
+        (F.col("purchases") * factor).alias("_i_buy"),
+        F.col("first_seen").alias("_i_first"),
+        F.lit(0.0).alias("_i_new"),
+    )
+    users = state.user_stats.select(
+        "user_id",
+        (F.col("events") * factor).alias("_u_evt"),
+        (F.col("impressions") * factor).alias("_u_imp"),
+        (F.col("clicks") * factor).alias("_u_clk"),
+        F.col("last_seen").alias("_u_last"),
+        F.lit(0.0).alias("_u_new"),
+    )
+    totals = state.user_category.groupBy("user_id").agg(F.sum("actions").alias("_u_act"))
+    affinity = state.user_category.join(totals, "user_id").select(
+        "user_id", "category", (F.col("actions") / (F.col("_u_act") + 1.0)).alias("_uc_aff")
+    )
+    out = (
+        df.join(items, "item_id", "left")
+        .join(users, "user_id", "left")
+        .join(affinity, ["user_id", "category"], "left")
+    )
+    d = features.STATE_DEFAULTS
+    age = F.datediff(day, F.coalesce(launch, F.col("_i_first")))
+    since = F.datediff(day, F.col("_u_last"))
+    out = (
+        out.withColumn(
+            "item_ctr",
+            F.coalesce((F.col("_i_clk") + m * prior) / (F.col("_i_imp") + m), F.lit(d["item_ctr"])),
+        )
+        .withColumn(
+            "item_popularity", F.coalesce(_log_scaled("_i_imp"), F.lit(d["item_popularity"]))
+        )
+        .withColumn("item_purchases", F.coalesce(_log_scaled("_i_buy"), F.lit(d["item_purchases"])))
+        .withColumn(
+            "item_age", F.coalesce(_log_scaled_days(age, MAX_AGE_DAYS), F.lit(d["item_age"]))
+        )
+        .withColumn(
+            "user_ctr",
+            F.coalesce((F.col("_u_clk") + m * prior) / (F.col("_u_imp") + m), F.lit(d["user_ctr"])),
+        )
+        .withColumn("user_activity", F.coalesce(_log_scaled("_u_evt"), F.lit(d["user_activity"])))
+        .withColumn(
+            "user_category_affinity", F.coalesce("_uc_aff", F.lit(d["user_category_affinity"]))
+        )
+        .withColumn(
+            "user_recency",
+            F.coalesce(_log_scaled_days(since, MAX_RECENCY_DAYS), F.lit(d["user_recency"])),
+        )
+        .withColumn("user_is_new", F.coalesce("_u_new", F.lit(1.0)))
+        .withColumn("item_is_new", F.coalesce("_i_new", F.lit(1.0)))
+    )
+    return out.drop(*[c for c in out.columns if c.startswith("_")])
+
+
+def _log_scaled(col: str):
+    from pyspark.sql import functions as F
+
+    value = F.least(F.log1p(F.greatest(F.col(col), F.lit(0.0))) / LOG_SCALE, F.lit(1.0))
+    return F.when(F.col(col).isNotNull(), value)
+
+
+def _log_scaled_days(days, cap: int):
+    from pyspark.sql import functions as F
+
+    # least/greatest skip nulls: keep an unknown day count null (the caller's default applies)
+    clipped = F.least(F.greatest(days, F.lit(0)), F.lit(cap)).cast("double")
+    return F.when(days.isNotNull(), F.log1p(clipped) / math.log1p(cap))
+
+
+# --- I/O --------------------------------------------------------------------------------
+def read_state(spark, layout, before_ds: str) -> FeatureState | None:
+    """The state as of the latest day before ``before_ds`` that has all three tables."""
+    days = set.intersection(*(set(layout.processed_days(f"state/{t}")) for t in TABLES))
+    earlier = sorted(d for d in days if d < before_ds)
+    if not earlier:
+        return None
+    as_of = earlier[-1]
+    tables = {t: spark.read.parquet(str(layout.feature_state(t, as_of))) for t in TABLES}
+    return FeatureState(as_of, **tables)
+
+
+def write_state(state: FeatureState, layout, write_parquet) -> None:
+    for name, df in state.tables().items():
+        write_parquet(df, layout.feature_state(name, state.as_of), 2)
