@@ -51,13 +51,26 @@ def ensure_experiment(settings: Settings) -> str:
     return exp_id
 
 
+class RegistryUnavailableError(ConnectionError):
+    """The MLflow store did not answer (after MLflow's own retries)."""
+
+
 def alias_version(settings: Settings, alias: str = CHAMPION) -> str | None:
+    """The version holding ``alias``, or None when the model or the alias does not exist.
+
+    Any other failure (store unreachable, server error) raises: an unreachable registry
+    must never look like "no champion yet", which would retrain from scratch.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         return str(client(settings).get_model_version_by_alias(settings.model_name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise RegistryUnavailableError(
+            f"MLflow registry at {settings.tracking_uri} failed: {exc.message[:300]}"
+        ) from exc
 
 
 def fetch_version(settings: Settings, version: str, dest: Path) -> dict:
