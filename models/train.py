@@ -1,7 +1,7 @@
 """Train the ranker for one logical date: warm-start fine-tune or retrain from scratch.
 
 Entry point: :func:`finetune` (also ``python -m models.train --ds 2026-11-20 --strategy full
-[--base path/to/model.keras]``). Strategies:
+[--base path/to/model.keras] [--workers 2]``). Strategies:
 
 * ``retrain``: a new model trained for ``retrain_epochs`` on up to ``retrain_history_days``
   days of examples (used when there is no champion, or the policy says so);
@@ -13,23 +13,46 @@ Entry point: :func:`finetune` (also ``python -m models.train --ds 2026-11-20 --s
 
 Hashed ids mean a new user or item already has an embedding row on its first day; training
 on the day moves exactly the rows the day touched (embedding gradients are sparse).
+
+One training loop, :func:`fit_ranker`, serves both ways of running: in this process
+(``[train] workers = 1``) and in each worker of a ``tf.distribute.MultiWorkerMirroredStrategy``
+run (``workers > 1``; :mod:`models.distributed` starts and supervises the workers). It reads
+the model's columns of the training partitions from Parquet (pyarrow), feeds each worker its
+part of every global batch through ``tf.data`` and fits with ``BackupAndRestore``: the training
+state is backed up every ``backup_every_steps`` steps under ``<out dir>/backup/<run key>``,
+and a run killed part-way resumes from there on a rerun with the same inputs (the input
+pipeline skips exactly the batches already trained on). The backup is removed on success.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
 import logging
+import os
+import shutil
+import signal
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from jobs import features
 from jobs.layout import Layout, check_ds, write_json
 from jobs.settings import Settings, TrainSettings, load_settings
 from models import ranker
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("skip", "light", "full", "retrain")
+# The example columns training reads (ids, dense features, label); the rest stays on disk.
+TRAIN_COLUMNS: tuple[str, ...] = (*features.ID_COLUMNS, *features.DENSE_FEATURES, features.LABEL)
+# Test-only fault injection: "<worker index>:<n>" makes that worker (0 when training in one
+# process) SIGKILL itself after n training batches, to exercise supervision and resuming.
+KILL_ENV = "FRESHRANK_TEST_KILL_AFTER_BATCHES"
 
 
 def training_days(layout: Layout, ds: str, strategy: str, cfg: TrainSettings) -> list[str]:
@@ -46,17 +69,347 @@ def training_days(layout: Layout, ds: str, strategy: str, cfg: TrainSettings) ->
     return [ds]
 
 
-def load_training_frame(layout: Layout, ds: str, strategy: str, cfg: TrainSettings):
-    """Training rows: the whole day, plus replayed history sampled at ``replay_fraction``."""
+def _read_train_rows(path: Path, columns, fraction: float, seed: int):
+    """The day's ``train`` rows, sampled at ``fraction``, as :func:`ranker.read_examples` does.
+
+    With ``columns`` only those are read. ``DataFrame.sample`` picks rows by position from
+    the frame's length and the seed alone, so reading fewer columns selects the same rows.
+    """
+    if columns is None:
+        return ranker.read_examples([path], "train", fraction, seed)
+    import pyarrow.parquet as pq
+
+    wanted = list(dict.fromkeys([*columns, "split"]))
+    df = pq.read_table(str(path), columns=wanted).to_pandas()
+    df = df[df["split"] == "train"]
+    if fraction < 1.0:
+        df = df.sample(frac=fraction, random_state=seed)
+    return df[list(columns)]
+
+
+def load_training_frame(layout: Layout, ds: str, strategy: str, cfg: TrainSettings, columns=None):
+    """Training rows: the whole day, plus replayed history sampled at ``replay_fraction``.
+
+    ``columns`` limits what is read (all example columns by default); the rows and their
+    order do not depend on it.
+    """
     import pandas as pd
 
     days = training_days(layout, ds, strategy, cfg)
     frames = []
     for day in days:
         fraction = 1.0 if (day == ds or strategy == "retrain") else cfg.replay_fraction
-        frames.append(ranker.read_examples([layout.examples(day)], "train", fraction, cfg.seed))
+        frames.append(_read_train_rows(layout.examples(day), columns, fraction, cfg.seed))
     df = pd.concat(frames, ignore_index=True)
     return df.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True), days
+
+
+def read_training_arrays(layout: Layout, ds: str, strategy: str, cfg: TrainSettings):
+    """Model inputs, labels and days of the training rows, read column-wise from Parquet."""
+    df, days = load_training_frame(layout, ds, strategy, cfg, columns=TRAIN_COLUMNS)
+    return ranker.to_inputs(df), ranker.labels(df), days
+
+
+def batch_plan(rows: int, batch_size: int, workers: int = 1) -> tuple[int, int, int]:
+    """How ``rows`` are cut into steps: ``(per_worker, full_steps, tail)``.
+
+    Each step trains on a global batch of ``per_worker * workers`` rows (``batch_size``
+    rounded down to a multiple of ``workers``), each worker on its own ``per_worker`` of
+    them; the epoch's last step trains on the ``tail * workers`` rows left (at most
+    ``workers - 1`` rows stay out). Every worker gets the same number of rows in every step,
+    so none waits in a collective for a peer that ran out of data.
+    """
+    per_worker = max(1, batch_size // workers)
+    full = rows // (per_worker * workers)
+    tail = (rows - full * per_worker * workers) // workers
+    return per_worker, full, tail
+
+
+def batch_rows(rows: int, batch_size: int, epoch: int, seed: int, worker=0, workers=1):
+    """Row indices ``worker`` trains on in ``epoch``: a ``(full_steps, per_worker)`` block
+    and the last, smaller batch (possibly empty).
+
+    The epoch's order is one permutation drawn from ``(seed, epoch)`` whatever the number of
+    workers, and each global batch is split between the workers, so N workers train step by
+    step on exactly the rows one process would (only the sums are computed apart).
+    """
+    per_worker, full, tail = batch_plan(rows, batch_size, workers)
+    perm = np.random.default_rng([seed, epoch]).permutation(rows)
+    block = perm[: full * per_worker * workers].reshape(full, workers, per_worker)[:, worker]
+    start = full * per_worker * workers + worker * tail
+    return block, perm[start : start + tail]
+
+
+def make_dataset(
+    x: dict, y: np.ndarray, batch_size: int, epochs: int, seed: int, skip=0, worker=0, workers=1
+):
+    """``tf.data`` of one worker's batches over in-memory arrays, ``skip`` batches dropped.
+
+    Batch ``k`` of a run is the same in every run (:func:`batch_rows`), so a resumed run
+    that skips the batches already trained on sees exactly what an uninterrupted run would.
+    Batches are gathered by index from the arrays (as Keras does for NumPy input): a few
+    gathers per batch, not per row. The sharding is done here, so auto-sharding is off.
+    """
+    import tensorflow as tf
+
+    order = None
+    for epoch in range(epochs):
+        block, tail = batch_rows(len(y), batch_size, epoch, seed, worker, workers)
+        part = tf.data.Dataset.from_tensor_slices(block)
+        if len(tail):
+            part = part.concatenate(tf.data.Dataset.from_tensors(tail))
+        order = part if order is None else order.concatenate(part)
+    order = order.skip(skip)
+    arrays = tf.data.Dataset.from_tensors((x, y)).repeat()
+
+    def gather(index, data):
+        inputs, labels = data
+        return {k: tf.gather(v, index) for k, v in inputs.items()}, tf.gather(labels, index)
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    dataset = tf.data.Dataset.zip((order, arrays)).map(
+        gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def epochs_of(strategy: str, cfg: TrainSettings) -> int:
+    return {"retrain": cfg.retrain_epochs, "light": cfg.light_epochs}.get(strategy, cfg.full_epochs)
+
+
+def prepare_model(base_model, strategy: str, cfg: TrainSettings):
+    """Build (retrain) or load (warm start) and compile; call inside the strategy's scope."""
+    if strategy == "retrain":
+        model = ranker.build_ranker(cfg.embedding_dim, cfg.hidden_units, cfg.seed)
+        return ranker.compile_ranker(model, cfg.learning_rate)
+    model = ranker.load_ranker(base_model)
+    if strategy == "light":
+        for layer in model.layers:
+            if layer.name.startswith("mlp_"):
+                layer.trainable = False
+        # Freezing needs a recompile, which starts a fresh optimizer for the light step.
+        return ranker.compile_ranker(model, cfg.finetune_learning_rate)
+    # Keep Adam's moments from the champion; only the step size changes.
+    model.optimizer.learning_rate.assign(cfg.finetune_learning_rate)
+    return model
+
+
+def check_request(strategy: str, base_model) -> None:
+    if strategy not in ("light", "full", "retrain"):
+        raise ValueError(f"cannot train with strategy {strategy!r}; expected light/full/retrain")
+    if strategy != "retrain" and base_model is None:
+        raise ValueError(f"strategy {strategy!r} needs a base model to warm-start from")
+    if strategy != "retrain" and not Path(base_model).is_file():
+        raise FileNotFoundError(f"base model {base_model} does not exist")
+
+
+def backup_root(out_dir: Path) -> Path:
+    return Path(out_dir) / "backup"
+
+
+def run_key(**facts) -> str:
+    """Short hash of everything a backup is only valid for (data, model, sharding, sizes)."""
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_digest(path) -> str | None:
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resume_point(backup_dir: Path, steps_per_epoch: int, save_freq) -> tuple[int, int] | None:
+    """``(epoch, step)`` a rerun continues at, from the backup in ``backup_dir``, else None.
+
+    Mirrors how Keras reads the counters back (tf_keras ``WorkerTrainingState``), so the
+    input pipeline can skip exactly the batches Keras will not run again.
+    """
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(str(Path(backup_dir) / "chief"))
+    if not latest:
+        return None
+    reader = tf.train.load_checkpoint(latest)
+    epoch = int(reader.get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    batch = int(reader.get_tensor("ckpt_saved_batch/.ATTRIBUTES/VARIABLE_VALUE"))
+    if save_freq == "epoch":
+        return (epoch + 1, 0) if epoch >= 0 else None
+    if batch < 0:
+        return None
+    return (epoch + 1, 0) if batch == steps_per_epoch - 1 else (epoch, batch + 1)
+
+
+def _callbacks(k, backup_dir: Path, save_freq, worker_index: int, started_at: dict):
+    class RecordStart(k.callbacks.Callback):
+        """Notes where Keras actually started (epoch, step): the resume point it used."""
+
+        _supports_tf_logs = True  # no per-batch conversion of the logs to NumPy (a sync)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            started_at.setdefault("epoch", epoch)
+
+        def on_train_batch_begin(self, batch, logs=None):
+            started_at.setdefault("step", batch)
+
+    callbacks = [
+        k.callbacks.BackupAndRestore(str(backup_dir), save_freq=save_freq),
+        RecordStart(),
+    ]
+    who, _, after = os.environ.get(KILL_ENV, "").rpartition(":")
+    if after and int(who or 0) == worker_index:
+
+        class KillSelf(k.callbacks.Callback):
+            _supports_tf_logs = True
+            seen = 0
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.seen += 1
+                if self.seen >= int(after):
+                    print(
+                        f"{KILL_ENV}: worker {worker_index} kills itself at {time.time():.3f}",
+                        flush=True,
+                    )
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        callbacks.append(KillSelf())
+    return callbacks
+
+
+def fit_ranker(
+    base_model,
+    layout: Layout,
+    ds: str,
+    out_dir: Path,
+    strategy: str,
+    cfg: TrainSettings,
+    *,
+    distribution=None,
+    worker_index: int = 0,
+    num_workers: int = 1,
+    save_to: Path | None = None,
+) -> dict:
+    """Read, build or load, fit with backups and save: one process's part of a run.
+
+    Args:
+        distribution: a ``tf.distribute`` strategy (MultiWorkerMirroredStrategy in workers),
+            created before anything else touched TensorFlow; None trains in this process.
+        worker_index, num_workers: which part of every global batch this process trains on.
+        save_to: where this process saves ``model.keras`` (default ``out_dir/model.keras``;
+            non-chief workers save to a scratch path, the usual MultiWorkerMirrored pattern).
+    Returns what the run did (rows, steps, loss, AUC, whether and where it resumed).
+    """
+    started = time.perf_counter()
+    check_request(strategy, base_model)
+    x, y, days = read_training_arrays(layout, ds, strategy, cfg)
+    if len(y) == 0:
+        raise ValueError(f"no training rows for {ds} in {layout.examples(ds)}")
+    if len(y) < num_workers:
+        raise ValueError(f"{len(y)} training rows cannot be split across {num_workers} workers")
+    if not 0 <= worker_index < num_workers:
+        raise ValueError(f"worker index {worker_index} outside 0..{num_workers - 1}")
+    read_seconds = time.perf_counter() - started
+    batch, full, tail = batch_plan(len(y), cfg.batch_size, num_workers)
+    steps = full + (1 if tail else 0)
+    rows_per_worker = batch * full + tail
+    epochs = epochs_of(strategy, cfg)
+    save_freq = cfg.backup_every_steps if cfg.backup_every_steps > 0 else "epoch"
+    k = ranker.keras()
+    scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
+    with scope:
+        model = prepare_model(base_model, strategy, cfg)
+    settings = {f: v for f, v in dataclasses.asdict(cfg).items() if f != "worker_timeout_s"}
+    key = run_key(
+        ds=ds,
+        strategy=strategy,
+        base=_file_digest(base_model),
+        days=days,
+        rows=len(y),
+        workers=num_workers,
+        batch=batch,
+        steps=steps,
+        train=settings,
+        # The variables a backup restores into: a changed model (code) never reads one.
+        variables=[(w.name, list(w.shape)) for w in model.weights],
+        trainable=[w.name for w in model.trainable_weights],
+    )
+    backup_dir = backup_root(out_dir) / key
+    resume = resume_point(backup_dir, steps, save_freq)
+    skip = resume[0] * steps + resume[1] if resume else 0
+    log.info(
+        "train %s: %s on %d rows from %s; worker %d/%d: %d rows, batch %d, %d step(s) x %d "
+        "epoch(s)%s",
+        ds,
+        strategy,
+        len(y),
+        days,
+        worker_index,
+        num_workers,
+        rows_per_worker,
+        batch,
+        steps,
+        epochs,
+        f"; resuming at epoch {resume[0]} step {resume[1]}" if resume else "",
+    )
+
+    if distribution is not None:
+        if distribution.num_replicas_in_sync != num_workers:
+            raise ValueError(
+                f"expected one replica per worker ({num_workers}), the strategy has "
+                f"{distribution.num_replicas_in_sync}: run workers on CPU"
+            )
+        data = distribution.distribute_datasets_from_function(
+            lambda _: make_dataset(
+                x, y, cfg.batch_size, epochs, cfg.seed, skip, worker_index, num_workers
+            )
+        )
+    else:
+        data = make_dataset(x, y, cfg.batch_size, epochs, cfg.seed, skip)
+    started_at: dict = {}
+    fit_started = time.perf_counter()
+    history = model.fit(
+        data,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        callbacks=_callbacks(k, backup_dir, save_freq, worker_index, started_at),
+        verbose=2,
+    )
+    fit_seconds = time.perf_counter() - fit_started
+    ran = (started_at.get("epoch"), started_at.get("step", 0))
+    if resume and skip < epochs * steps and ran != resume:
+        log.error("Keras resumed at %s, the input pipeline at %s", started_at, resume)
+    for layer in model.layers:
+        layer.trainable = True
+    save_to = Path(save_to or Path(out_dir) / "model.keras")
+    save_to.parent.mkdir(parents=True, exist_ok=True)
+    model.save(save_to)
+    losses, aucs = history.history.get("loss", []), history.history.get("auc", [])
+    return {
+        "days": days,
+        "rows": int(len(y)),
+        "rows_per_worker": int(rows_per_worker),
+        "click_rate": float(np.mean(y)),
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        "batch_size": batch * num_workers,
+        "final_loss": float(losses[-1]) if losses else None,
+        "final_auc": float(aucs[-1]) if aucs else None,
+        "resumed": resume is not None,
+        "resumed_from_epoch": resume[0] if resume else None,
+        "resumed_from_step": resume[1] if resume else None,
+        "backup_every_steps": cfg.backup_every_steps,
+        "read_seconds": round(read_seconds, 3),
+        "fit_seconds": round(fit_seconds, 3),
+        # Rows this run trained on (all workers) per second of fit; a resumed run counts
+        # only the batches it ran.
+        "examples_per_second": round(
+            rows_per_worker * num_workers * (epochs - skip / steps) / max(fit_seconds, 1e-9), 1
+        ),
+    }
 
 
 def finetune(
@@ -67,57 +420,36 @@ def finetune(
     strategy: str,
     cfg: TrainSettings,
 ) -> dict:
-    """Train and save ``out_dir/model.keras``; return a summary (rows, epochs, loss, seconds)."""
-    if strategy not in ("light", "full", "retrain"):
-        raise ValueError(f"cannot train with strategy {strategy!r}; expected light/full/retrain")
-    if strategy != "retrain" and base_model is None:
-        raise ValueError(f"strategy {strategy!r} needs a base model to warm-start from")
+    """Train and save ``out_dir/model.keras``; return a summary (rows, epochs, loss, seconds).
+
+    With ``cfg.workers > 1`` the run is distributed over that many local worker processes
+    (:func:`models.distributed.train_distributed`); the summary has the same keys either way.
+    """
+    check_request(strategy, base_model)
+    if cfg.workers > 1:
+        from models.distributed import train_distributed
+
+        return train_distributed(base_model, layout, ds, out_dir, strategy, cfg)
     started = time.perf_counter()
-    df, days = load_training_frame(layout, ds, strategy, cfg)
-    if df.empty:
-        raise ValueError(f"no training rows for {ds} in {layout.examples(ds)}")
-    x, y = ranker.to_inputs(df), ranker.labels(df)
+    out_dir = Path(out_dir)
+    run = fit_ranker(base_model, layout, ds, out_dir, strategy, cfg)
+    shutil.rmtree(backup_root(out_dir), ignore_errors=True)
+    summary = summarize(ds, strategy, base_model, out_dir, 1, run, started)
+    write_json(out_dir / "train.json", summary)
+    return summary
 
-    if strategy == "retrain":
-        model = ranker.build_ranker(cfg.embedding_dim, cfg.hidden_units, cfg.seed)
-        ranker.compile_ranker(model, cfg.learning_rate)
-        epochs = cfg.retrain_epochs
-    else:
-        model = ranker.load_ranker(base_model)
-        if strategy == "light":
-            for layer in model.layers:
-                if layer.name.startswith("mlp_"):
-                    layer.trainable = False
-            # Freezing needs a recompile, which starts a fresh optimizer for the light step.
-            ranker.compile_ranker(model, cfg.finetune_learning_rate)
-            epochs = cfg.light_epochs
-        else:
-            # Keep Adam's moments from the champion; only the step size changes.
-            model.optimizer.learning_rate.assign(cfg.finetune_learning_rate)
-            epochs = cfg.full_epochs
 
-    log.info("train %s: %s on %d rows from %s, %d epoch(s)", ds, strategy, len(df), days, epochs)
-    history = model.fit(x, y, batch_size=cfg.batch_size, epochs=epochs, shuffle=True, verbose=2)
-    for layer in model.layers:
-        layer.trainable = True
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = out_dir / "model.keras"
-    model.save(model_path)
-    summary = {
+def summarize(ds, strategy, base_model, out_dir: Path, workers: int, run: dict, started) -> dict:
+    """What :func:`finetune` returns, from what (the chief's) :func:`fit_ranker` reported."""
+    return {
         "ds": ds,
         "strategy": strategy,
         "base_model": str(base_model) if base_model else None,
-        "days": days,
-        "rows": int(len(df)),
-        "click_rate": float(np.mean(y)),
-        "epochs": epochs,
-        "final_loss": float(history.history["loss"][-1]),
-        "final_auc": float(history.history["auc"][-1]),
-        "model_path": str(model_path),
+        "model_path": str(Path(out_dir) / "model.keras"),
+        "workers": workers,
+        **run,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    write_json(out_dir / "train.json", summary)
-    return summary
 
 
 def main(argv=None) -> int:
@@ -125,20 +457,27 @@ def main(argv=None) -> int:
     parser.add_argument("--ds", required=True)
     parser.add_argument("--strategy", default="full", choices=STRATEGIES[1:])
     parser.add_argument("--base", help="model.keras to warm-start from")
+    parser.add_argument("--workers", type=int, help="training processes (default: [train])")
     parser.add_argument("--config")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout)
     settings: Settings = load_settings(args.config)
     layout = Layout(settings.data_root)
+    cfg = settings.train
+    if args.workers is not None:
+        if args.workers < 1:
+            parser.error("--workers must be >= 1")
+        cfg = dataclasses.replace(cfg, workers=args.workers)
+    ds = check_ds(args.ds)
     summary = finetune(
         args.base,
         layout,
-        check_ds(args.ds),
-        layout.model_dir(args.ds),
+        ds,
+        layout.model_dir(ds),
         args.strategy,
-        settings.train,
+        cfg,
     )
-    print(summary)
+    print(json.dumps(summary, indent=2))
     return 0
 
 
