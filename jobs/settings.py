@@ -68,6 +68,7 @@ class StrategySettings:
 class TrainSettings:
     embedding_dim: int = 16
     hidden_units: tuple[int, ...] = (64, 32)
+    cross_layers: int = 2  # DCN-v2 cross layers before the MLP (0: plain MLP)
     batch_size: int = 512
     learning_rate: float = 0.002
     finetune_learning_rate: float = 0.001

@@ -8,8 +8,9 @@ Entry point: :func:`finetune` (also ``python -m models.train --ds 2026-11-20 --s
 * ``full``: the champion's ``model.keras`` (weights *and* optimizer state) fine-tuned for
   ``full_epochs`` on the day's training rows plus a replay sample (``replay_fraction``) of
   the ``replay_days`` before it, which bounds forgetting;
-* ``light``: the same warm start on the day's rows only, with the MLP frozen, so only the
-  embeddings touched by the day and the output layer move.
+* ``light``: the same warm start on the day's rows only, with the cross layers and the MLP
+  frozen, so only the embeddings touched by the day, the normalisation and the output
+  layer move.
 
 Hashed ids mean a new user or item already has an embedding row on its first day; training
 on the day moves exactly the rows the day touched (embedding gradients are sparse).
@@ -181,12 +182,14 @@ def epochs_of(strategy: str, cfg: TrainSettings) -> int:
 def prepare_model(base_model, strategy: str, cfg: TrainSettings):
     """Build (retrain) or load (warm start) and compile; call inside the strategy's scope."""
     if strategy == "retrain":
-        model = ranker.build_ranker(cfg.embedding_dim, cfg.hidden_units, cfg.seed)
+        model = ranker.build_ranker(
+            cfg.embedding_dim, cfg.hidden_units, cfg.seed, cross_layers=cfg.cross_layers
+        )
         return ranker.compile_ranker(model, cfg.learning_rate)
     model = ranker.load_ranker(base_model)
     if strategy == "light":
         for layer in model.layers:
-            if layer.name.startswith("mlp_"):
+            if layer.name.startswith(("mlp_", "cross_")):
                 layer.trainable = False
         # Freezing needs a recompile, which starts a fresh optimizer for the light step.
         return ranker.compile_ranker(model, cfg.finetune_learning_rate)
