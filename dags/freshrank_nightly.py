@@ -82,9 +82,23 @@ def _schedule():
 
 
 def _settings():
+    """freshrank.toml + environment; the Spark master comes from the Airflow connection named
+    by `[preprocess] spark_conn_id` when that is set (e.g. `spark_default`)."""
+    import dataclasses
+
     from jobs.settings import load_settings
 
-    return load_settings()
+    settings = load_settings()
+    conn_id = settings.preprocess.spark_conn_id
+    if not conn_id:
+        return settings
+    from airflow.sdk import BaseHook
+
+    from jobs.spark import spark_master_from_connection
+
+    master = spark_master_from_connection(BaseHook.get_connection(conn_id))
+    pre = dataclasses.replace(settings.preprocess, spark_master=master)
+    return dataclasses.replace(settings, preprocess=pre)
 
 
 @dag(

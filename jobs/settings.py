@@ -24,6 +24,8 @@ DEFAULT_CONFIG = REPO_ROOT / "freshrank.toml"
 @dataclass(frozen=True)
 class PreprocessSettings:
     spark_master: str = "local[2]"
+    # In Airflow: take the master from this Spark connection instead (e.g. "spark_default").
+    spark_conn_id: str = ""
     spark_driver_memory: str = "2g"
     shuffle_partitions: int = 4
     # Events older than this many days before the logical date are quarantined as too late.

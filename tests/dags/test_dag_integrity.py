@@ -109,3 +109,15 @@ def test_the_day_comes_from_the_param_then_the_delivery_then_the_logical_date():
         resolve_day(None, None, [])
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         resolve_day(None, None, ["../../etc"])
+
+
+def test_the_spark_master_can_come_from_an_airflow_connection(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nightly_dag", DAGS / "freshrank_nightly.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module._settings().preprocess.spark_master == "local[2]"
+    monkeypatch.setenv("FRESHRANK__PREPROCESS__SPARK_CONN_ID", "spark_cluster")
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_CLUSTER", "spark://127.0.0.1:7077")
+    assert module._settings().preprocess.spark_master == "spark://127.0.0.1:7077"
