@@ -92,8 +92,7 @@ def test_preprocess_on_a_standalone_cluster_equals_local_mode(spark, settings, t
         env = submit_env(
             {
                 "FRESHRANK_DATA_ROOT": str(cluster_root),
-                # Empty: the master given to spark-submit applies (it would anyway).
-                "FRESHRANK__PREPROCESS__SPARK_MASTER": "",
+                # freshrank.toml still says local[2]: under spark-submit its master wins.
                 "FRESHRANK__PREPROCESS__SHUFFLE_PARTITIONS": "2",
             }
         )
