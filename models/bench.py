@@ -62,7 +62,8 @@ def bench_compression(out_dir: Path, scale: str = "demo") -> dict:
         "int8_tflite_gzip_bytes": sizes["int8_tflite"]["gzip_bytes"],
         "sparsity": comp["sparsity_by_layer"]["total"],
         "sparsity_by_layer": comp["sparsity_by_layer"],
-        "auc_float": ev["candidate"]["float"]["auc"],
+        "auc_float": ev["candidate"]["float"]["auc"],  # as trained, before pruning
+        "auc_pruned_float": ev["candidate"]["pruned_float"]["auc"],
         "auc_int8": ev["candidate"]["int8"]["auc"],
         "holdout_rows": ev["holdout_rows"],
         **{k: v for k, v in ev["latency"].items()},
@@ -73,6 +74,7 @@ def bench_compression(out_dir: Path, scale: str = "demo") -> dict:
         "int8_4x_smaller_than_float_tflite": result["float_tflite_bytes"]
         >= 4 * result["int8_tflite_bytes"],
         "int8_gzip_10x_smaller_than_float_saved": saved >= 10 * result["int8_tflite_gzip_bytes"],
+        # float as trained -> pruned int8 as served: the strict reading of "float -> int8"
         "auc_drop_le_0.002": result["auc_float"] - result["auc_int8"] <= 0.002,
         "p99_le_2ms": result["p99_ms_100_candidates"] <= 2.0,
         "batched_ge_1M_rows_per_s": result["rows_per_second_batched"] >= 1e6,

@@ -103,6 +103,8 @@ def evaluate_candidate(
         "candidate_float": ranker.load_ranker(candidate_dir / "model.keras")
         .predict(x, batch_size=8192, verbose=0)
         .ravel(),
+        # The float TFLite of the same pruned model: int8 vs this is the quantization alone.
+        "candidate_pruned_float": ranker.TFLiteScorer(candidate_dir / "float.tflite").predict(x),
         "candidate_int8": int8_scorer.predict(x),
     }
     if champion is not None:
@@ -110,6 +112,7 @@ def evaluate_candidate(
     by_model = {name: score_by_segment(holdout, y, p, masks) for name, p in scores.items()}
     candidate = {
         "float": by_model["candidate_float"]["all"],
+        "pruned_float": by_model["candidate_pruned_float"]["all"],
         "int8": by_model["candidate_int8"]["all"],
     }
     champ = None
@@ -118,7 +121,7 @@ def evaluate_candidate(
     passed, reasons = gate.decide(
         {
             "auc_int8": candidate["int8"]["auc"],
-            "auc_float": candidate["float"]["auc"],
+            "auc_float": candidate["pruned_float"]["auc"],
             "segments": by_model["candidate_int8"],
         },
         None

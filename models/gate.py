@@ -5,7 +5,8 @@ not just the first failure, so the registry tag lists every reason:
 
 * absolute floor: candidate int8 AUC >= ``min_auc``;
 * int8 vs float: the int8 model loses at most ``max_int8_auc_gap`` AUC against the float
-  model it came from (catches silent quantization/calibration failures);
+  TFLite of the same pruned model (quantization alone: catches silent calibration
+  failures; what pruning cost shows in the comparison with the champion);
 * against the champion (both int8, same holdout): candidate AUC >= champion AUC -
   ``max_auc_drop`` (a small drop is tolerated, so noise does not freeze the model);
 * segment guard: on new users and new items the candidate may lose at most
@@ -22,7 +23,8 @@ from jobs.settings import GateSettings
 
 
 def decide(candidate: dict, champion: dict | None, cfg: GateSettings) -> tuple[bool, list[str]]:
-    """``candidate`` has ``auc_int8`` and ``auc_float``; ``champion`` has ``auc_int8`` or is None.
+    """``candidate`` has ``auc_int8`` and ``auc_float`` (the same pruned model in float);
+    ``champion`` has ``auc_int8`` or is None.
 
     Returns ``(passed, reasons)``.
     """

@@ -98,6 +98,9 @@ def test_compress_evaluate_register_promote_and_rollback(two_days):
     ev1 = evaluate_candidate(layout, D1, out1, None, s.gate)
     assert ev1["gate_passed"] and ev1["champion"] is None
     assert abs(ev1["candidate"]["float"]["auc"] - ev1["candidate"]["int8"]["auc"]) < 0.01
+    # The gate's quantization check compares int8 with the float TFLite of the pruned model.
+    quantization_gap = ev1["candidate"]["pruned_float"]["auc"] - ev1["candidate"]["int8"]["auc"]
+    assert abs(quantization_gap) < 0.01
 
     v1 = registry.register_candidate(
         s, out1, {"strategy": "retrain"}, {"auc": 0.7}, {"ds": D1}, promote_if=True
