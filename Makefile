@@ -16,7 +16,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GIT_PYTHON_REFRESH := quiet
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup java demo test lint format bench up down clean
+.PHONY: setup java demo test lint format bench bench-compression bench-training bench-preprocess \
+	bench-freshness up down clean
 setup: java $(VENV)/.installed
 
 java:
@@ -45,8 +46,21 @@ up: setup
 down:
 	scripts/down.sh
 
-bench: setup
+# Benchmarks write JSON (and plots) under var/bench/; `make bench` runs them all (hours:
+# the freshness run alone takes about 2 h on 2 cores), or run one at a time.
+bench: bench-compression bench-training bench-preprocess bench-freshness
+
+bench-compression: setup
 	$(BIN)/python -m models.bench --out var/bench
+
+bench-training: setup
+	$(BIN)/python -m models.bench_training --out var/bench
+
+bench-preprocess: setup
+	$(BIN)/python -m jobs.bench_preprocess --out var/bench
+
+bench-freshness: setup
+	$(BIN)/python -m models.bench_freshness --out var/bench
 
 lint: setup
 	$(BIN)/ruff check .
