@@ -2,8 +2,8 @@
 
 Run it with::
 
-    python -m jobs.bench_preprocess --out var/bench            # about 12-15 min on 2 cores
-    python -m jobs.bench_preprocess --out var/bench --quick    # about 3 min: a smoke run
+    python -m jobs.bench_preprocess --out var/bench            # 25-35 min on 2 busy cores
+    python -m jobs.bench_preprocess --out var/bench --quick    # 3-4 min: a smoke run
 
 It simulates dirty days with :mod:`jobs.simulate` (a world scaled so a day has about the
 asked number of events; the count reported is the generator's) in a scratch data root under
@@ -17,7 +17,7 @@ up, then for each size (1M and 5M events; 100k with ``--quick``) measures:
   imported before timing);
 * ``events_per_second``: events / preprocess seconds.
 
-``by_history_day`` processes 30 consecutive smaller days (150k events each; 4 days of 20k
+``by_history_day`` processes 30 consecutive smaller days (100k events each; 4 days of 20k
 with ``--quick``) in one data root and records each day's preprocess seconds: the time
 must not grow with the days already processed (late-event dedupe reads a bounded window,
 the catalog and feature state are one snapshot).
@@ -47,7 +47,7 @@ START = "2026-11-20"
 # Delivered lines per request of the simulated shop (10 impressions, the funnel, dirt),
 # measured on the bench world: 1,001,337 events for 85,000 requests.
 EVENTS_PER_REQUEST = 11.78
-FULL = {"sizes": (1_000_000, 5_000_000), "history_days": 30, "history_events": 150_000}
+FULL = {"sizes": (1_000_000, 5_000_000), "history_days": 30, "history_events": 100_000}
 QUICK = {"sizes": (100_000,), "history_days": 4, "history_events": 20_000}
 FLOOR_RATIO, ONE_MILLION_SECONDS, HISTORY_RATIO = 4.0, 30.0, 1.2
 
@@ -182,7 +182,7 @@ def targets(runs: list[dict], series: list[dict]) -> dict:
         "preprocess_plus_validate_seconds": [round(s, 2) for s in seconds],
         "preprocess_seconds": [r["preprocess_seconds"] for r in near],
     }
-    if len(series) >= 2:
+    if len(series) >= 3:
         t = [d["preprocess_seconds"] for d in series]
         ratio = t[-1] / t[1]
         entry = {
@@ -295,8 +295,8 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
-    if args.history_days is not None and args.history_days < 2:
-        parser.error("--history-days must be at least 2")
+    if args.history_days is not None and args.history_days < 3:
+        parser.error("--history-days must be at least 3")
     run(
         args.out,
         args.quick,
