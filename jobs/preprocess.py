@@ -292,12 +292,13 @@ def sample_negatives(events, k: int, seed: int):
         return positives.withColumn("position", F.lit(None).cast("long")).withColumnRenamed(
             "group_id", "request_id"
         )
-    draws = positives.select("group_id", "user_id", "query").withColumn(
-        "_j", F.explode(F.sequence(F.lit(1), F.lit(k)))
-    )
+    draws = positives.select(
+        "group_id", "user_id", F.col("item_id").alias("_pos_item"), "query"
+    ).withColumn("_j", F.explode(F.sequence(F.lit(1), F.lit(k))))
+    # The positive's item is part of the hash: k draws per positive, not per group.
     draws = draws.withColumn(
         "_idx",
-        F.pmod(F.xxhash64(F.lit(seed), "group_id", "user_id", "_j"), F.lit(n_pool)),
+        F.pmod(F.xxhash64(F.lit(seed), "group_id", "user_id", "_pos_item", "_j"), F.lit(n_pool)),
     ).join(pool, "_idx")
     negatives = (
         draws.select(

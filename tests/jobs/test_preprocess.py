@@ -181,6 +181,26 @@ def test_logs_without_impressions_get_sampled_negatives(spark, settings):
     assert again["examples"] == s["examples"]
 
 
+def test_sampled_negatives_are_drawn_per_positive_not_per_basket(spark, settings):
+    # One basket (invoice) of 5 purchases among 60 single-purchase baskets of other items.
+    events = [
+        ev(i, "purchase", user=f"u{i}", item=f"i{i}", req=None, session_id=f"s{i}")
+        for i in range(60)
+    ]
+    events += [
+        ev(100 + j, "purchase", user="big", item=f"i{j}", req=None, session_id="basket")
+        for j in range(5)
+    ]
+    deliver(settings.data_root, DS, events)
+    preprocess_day(spark, DS, settings)
+    ex = pd.read_parquet(Layout(settings.data_root).examples(DS))
+    basket = ex[ex["request_id"] == "basket"]
+    k = settings.preprocess.negatives_per_positive
+    assert (basket[features.LABEL] == 1).sum() == 5
+    # ~k per positive (20), minus collisions; per basket it would be at most k.
+    assert (basket[features.LABEL] == 0).sum() > 2 * k
+
+
 def test_missing_delta_is_a_clear_error(spark, settings):
     with pytest.raises(MissingDeltaError, match="no event files"):
         preprocess_day(spark, DS, settings)
