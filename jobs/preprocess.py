@@ -15,6 +15,9 @@ data root and writes, each partition replaced in whole:
 
 Rules (documented in README, "Preprocessing rules"):
 
+* a delivery is refused whole (:class:`BadDeliveryError`, before Spark reads it) when a file
+  cannot be read to its end (a cut-off gzip), the events files hold no line, or a file's lines
+  never carry a key field (renamed or dropped); see :func:`check_delivery`;
 * an event is quarantined, with the first matching reason, when the line is not valid JSON or
   a field has the wrong type, a key (event_id, event_type, user_id, item_id, event_time) is
   missing, the type is unknown, the time cannot be parsed, lies more than
@@ -37,8 +40,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gzip
+import json
 import logging
 import time
+import zlib
 from pathlib import Path
 
 from jobs import features
@@ -73,8 +79,18 @@ ITEM_FIELDS = (
 CORRUPT = "_corrupt_record"
 
 
+# Fields no record can do without: a file whose lines never carry one of them (a renamed or
+# dropped field) is refused whole instead of quarantining every row of the day.
+KEY_FIELDS = ("event_id", "event_time", "event_type", "user_id", "item_id")
+SAMPLE_LINES = 1000  # lines per file whose field names check_delivery looks at
+
+
 class MissingDeltaError(FileNotFoundError):
     """The day's raw delta is not there (yet)."""
+
+
+class BadDeliveryError(ValueError):
+    """A delivered file cannot be read as the data contract says; the message names it."""
 
 
 def _schema(fields):
@@ -98,18 +114,101 @@ def data_files(path: Path) -> list[Path]:
 
 
 # --- read -------------------------------------------------------------------------------
+def check_delivery(path: Path, fields, allow_empty: bool | None = None) -> list[str]:
+    """Check a delivery's files before Spark reads them, so a broken one stops with a readable
+    :class:`BadDeliveryError` naming the file, not a Java stack trace or a quarantined day:
+
+    * a ``.gz`` file must decompress to its end (a cut-off or corrupt file is refused);
+    * the files must hold at least one line, unless ``allow_empty`` (default: only a catalog
+      delta, ``ITEM_FIELDS``, may be empty: no changes that day);
+    * each key field (:data:`KEY_FIELDS`) of ``fields`` must appear in the first
+      :data:`SAMPLE_LINES` JSON objects of every file; the refusal names the fields seen
+      instead (a rename such as ``item_id`` -> ``itemId``).
+
+    Fields outside the contract are ignored by the explicit schema; they are logged and
+    returned.
+    """
+    files = data_files(path)
+    if not files:
+        raise MissingDeltaError(f"no data files (*.jsonl[.gz]) in {path}")
+    if allow_empty is None:
+        allow_empty = fields == ITEM_FIELDS
+    names = [n for n, _ in fields]
+    keys = [n for n in KEY_FIELDS if n in names]
+    has_lines, unexpected = False, set()
+    for file in files:
+        lines, seen = _scan_file(file)
+        has_lines = has_lines or lines > 0
+        extra = sorted(seen - set(names))
+        unexpected.update(extra)
+        missing = [k for k in keys if seen and k not in seen]
+        if missing:
+            instead = f"; fields outside the contract: {', '.join(extra)}" if extra else ""
+            raise BadDeliveryError(
+                f"{file}: no line of the first {lines} has the key field(s) {', '.join(missing)}"
+                f" (renamed or dropped?){instead}"
+            )
+    if not has_lines and not allow_empty:
+        raise BadDeliveryError(
+            f"{path}: the delivery has no lines ({', '.join(f.name for f in files)} empty)"
+        )
+    unexpected = sorted(unexpected)
+    if unexpected:
+        log.warning("%s: fields outside the contract, ignored: %s", path, ", ".join(unexpected))
+    return unexpected
+
+
+def _scan_file(file: Path) -> tuple[int, set[str]]:
+    """Non-blank lines among the first :data:`SAMPLE_LINES` and the keys of their JSON
+    objects; a ``.gz`` file is read to its end, so a truncated one is found here."""
+    lines, seen = 0, set()
+    is_gzip = file.name.endswith(".gz")
+    try:
+        with (gzip.open if is_gzip else open)(file, "rb") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                lines += 1
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    row = None
+                if isinstance(row, dict):
+                    seen.update(row)
+                if lines >= SAMPLE_LINES:
+                    break
+            while is_gzip and fh.read(1 << 20):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:
+        raise BadDeliveryError(
+            f"{file}: cannot be read to its end, truncated or corrupt ({exc}); "
+            "deliver the file again"
+        ) from None
+    return lines, seen
+
+
 def read_json_lines(spark, path: Path, fields):
-    """Parse JSON lines by an explicit schema; bad lines keep their text in ``_corrupt_record``"""
+    """Parse the delivery's JSON lines by an explicit schema, one row per non-blank line.
+
+    The files are checked first (:func:`check_delivery`). A line that is not one JSON object
+    of the schema's types (cut off, an array, text where a number belongs) still becomes one
+    row, with its text in ``_corrupt_record``: no line is lost or split into several rows, so
+    the stage's ``rows_in`` is the number of lines delivered.
+    """
     from pyspark.sql import functions as F
 
+    check_delivery(path, fields)
+    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
+    lines = spark.read.text([str(p) for p in data_files(path)])
     df = (
-        spark.read.schema(_schema(fields))
-        .option("mode", "PERMISSIVE")
-        .option("columnNameOfCorruptRecord", CORRUPT)
-        .json(str(path))
-        .withColumn("source_file", F.input_file_name())
+        lines.filter(~F.col("value").rlike(r"^\s*$"))
+        .select(
+            F.from_json("value", _schema(fields), options).alias("_row"),
+            F.input_file_name().alias("source_file"),
+        )
+        .select("_row.*", "source_file")
     )
-    # Spark refuses queries on the corrupt-record column of an uncached JSON scan.
+    # Cached: the stage counts the rows, then splits them into clean and quarantined.
     return df.cache()
 
 

@@ -8,6 +8,9 @@ Run with ``python -m jobs.validate --ds 2026-11-20`` or from the nightly DAG. Ch
   run time from ``[validate]`` settings and ``jobs.features`` (see :func:`suite_parameters`);
 * volume: today's examples against the mean of the last ``volume_window_days`` validated
   days, hard failure outside ``[min_volume_ratio, max_volume_ratio]``;
+* quarantine: the share of the day's rows that preprocessing quarantined
+  (``runs/dt=<ds>/preprocess.json``), hard failure above ``max_quarantine_share``: a
+  delivery broken as a whole (a field whose type changed) must not pass as a small day;
 * drift (soft, never fails the run): population stability index of the category mix, price,
   position and click rate against the previous processed day; above ``drift_psi_warn`` is
   flagged and handed to the strategy decision.
@@ -34,6 +37,8 @@ from jobs.settings import REPO_ROOT, Settings, ValidateSettings, load_settings
 log = logging.getLogger(__name__)
 SUITES_DIR = REPO_ROOT / "expectations"
 PSI_EPS = 1e-4
+# Default of ``[validate] max_quarantine_share`` while ValidateSettings has no such field.
+MAX_QUARANTINE_SHARE = 0.5
 
 
 class DataValidationError(ValueError):
@@ -156,6 +161,22 @@ def volume_check(layout: Layout, ds: str, n: int, cfg: ValidateSettings) -> dict
     return {"success": ok, "ratio": round(ratio, 3), "reference_days": len(history)}
 
 
+def quarantine_check(preprocessed: dict | None, cfg: ValidateSettings) -> dict:
+    """The share of the day's rows that preprocessing quarantined, against the limit."""
+    limit = getattr(cfg, "max_quarantine_share", MAX_QUARANTINE_SHARE)
+    if not preprocessed or not preprocessed.get("rows_in"):
+        return {"success": True, "share": None, "limit": limit}
+    share = preprocessed["quarantined"] / preprocessed["rows_in"]
+    return {
+        "success": share <= limit,
+        "share": round(share, 4),
+        "limit": limit,
+        "rows_in": preprocessed["rows_in"],
+        "quarantined": preprocessed["quarantined"],
+        "by_reason": preprocessed.get("quarantined_by_reason", {}),
+    }
+
+
 def validate_day(spark, ds: str, settings: Settings) -> dict:
     """Run every check for ``ds``; write the summary and report; raise on a hard failure."""
     check_ds(ds)
@@ -175,6 +196,7 @@ def validate_day(spark, ds: str, settings: Settings) -> dict:
     n_examples = examples.count()
 
     volume = volume_check(layout, ds, n_examples, cfg)
+    quarantine = quarantine_check(read_json(layout.run_dir(ds) / "preprocess.json"), cfg)
     histograms = feature_histograms(examples)
     previous_ds = layout.latest_before("examples", ds)
     previous = read_json(layout.run_dir(previous_ds) / "validate.json") if previous_ds else None
@@ -187,6 +209,14 @@ def validate_day(spark, ds: str, settings: Settings) -> dict:
             f"{volume['reference_days']} days (allowed {cfg.min_volume_ratio}-"
             f"{cfg.max_volume_ratio}x)"
         )
+    if not quarantine["success"]:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(quarantine["by_reason"].items()))
+        problems.insert(  # first: it explains the failures it causes (empty tables, volume)
+            0,
+            f"quarantine: {quarantine['quarantined']} of {quarantine['rows_in']} rows "
+            f"({quarantine['share']:.0%}) quarantined, more than the {quarantine['limit']:.0%} "
+            f"allowed ({reasons}); see {layout.quarantine_events(ds)}",
+        )
     summary = {
         "ds": ds,
         "success": not problems,
@@ -196,6 +226,7 @@ def validate_day(spark, ds: str, settings: Settings) -> dict:
         "expectations_failed": len(failures),
         "results": results,
         "volume": volume,
+        "quarantine": quarantine,
         "drift_reference": previous_ds,
         "drift_psi": drift,
         "drift_flagged": sorted(k for k, v in drift.items() if v > cfg.drift_psi_warn),
