@@ -17,7 +17,7 @@ export GIT_PYTHON_REFRESH := quiet
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup java demo test lint format bench bench-compression bench-training bench-preprocess \
-	bench-freshness up down clean
+	bench-freshness chaos up down clean
 setup: java $(VENV)/.installed
 
 java:
@@ -39,6 +39,11 @@ demo: setup
 
 test: setup lint
 	$(BIN)/python -m pytest
+
+# Reliability: spoiled deliveries through preprocess + validate, each against its documented
+# outcome (table in var/chaos/chaos.md).
+chaos: setup
+	$(BIN)/python -m jobs.chaos --out var/chaos
 
 up: setup
 	scripts/up.sh

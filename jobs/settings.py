@@ -49,6 +49,8 @@ class ValidateSettings:
     min_click_rate: float = 0.001
     max_click_rate: float = 0.8
     max_price: float = 1_000_000.0
+    # Hard failure when more than this share of the day's rows was quarantined.
+    max_quarantine_share: float = 0.5
     # Examples today vs the mean of recent days: hard failure outside [min, max] ratio.
     min_volume_ratio: float = 0.1
     max_volume_ratio: float = 20.0

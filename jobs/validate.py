@@ -37,8 +37,6 @@ from jobs.settings import REPO_ROOT, Settings, ValidateSettings, load_settings
 log = logging.getLogger(__name__)
 SUITES_DIR = REPO_ROOT / "expectations"
 PSI_EPS = 1e-4
-# Default of ``[validate] max_quarantine_share`` while ValidateSettings has no such field.
-MAX_QUARANTINE_SHARE = 0.5
 
 
 class DataValidationError(ValueError):
@@ -163,7 +161,7 @@ def volume_check(layout: Layout, ds: str, n: int, cfg: ValidateSettings) -> dict
 
 def quarantine_check(preprocessed: dict | None, cfg: ValidateSettings) -> dict:
     """The share of the day's rows that preprocessing quarantined, against the limit."""
-    limit = getattr(cfg, "max_quarantine_share", MAX_QUARANTINE_SHARE)
+    limit = cfg.max_quarantine_share
     if not preprocessed or not preprocessed.get("rows_in"):
         return {"success": True, "share": None, "limit": limit}
     share = preprocessed["quarantined"] / preprocessed["rows_in"]
