@@ -31,9 +31,9 @@ import math
 from dataclasses import dataclass
 
 from jobs import features
+from jobs.contract import POSITIVE_TYPES
 
 TABLES = ("item_stats", "user_stats", "user_category")
-POSITIVE_TYPES = ("click", "add_to_cart", "purchase")
 LOG_SCALE = math.log1p(10_000.0)  # log1p(count) / LOG_SCALE is about 1 for 10k events
 MAX_RECENCY_DAYS = 30
 MAX_AGE_DAYS = 365

@@ -96,25 +96,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.contract import EVENT_FIELDS, ITEM_NAMES
 from jobs.layout import Layout, check_ds, publish_dir, staging_dir, write_json
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("taobao", "retail")
 ID_PREFIX = {"taobao": "tb", "retail": "rt"}
-EVENT_COLUMNS = (
-    ("event_id", "string"),
-    ("event_time", "string"),
-    ("event_type", "string"),
-    ("user_id", "string"),
-    ("session_id", "string"),
-    ("request_id", "string"),
-    ("query", "string"),
-    ("item_id", "string"),
-    ("position", "long"),
-    ("price", "double"),
-)
-ITEM_COLUMNS = ("item_id", "title", "category", "brand", "price", "launch_date")
 WRITTEN, QUARANTINED, DROPPED = "written", "quarantined", "dropped"
 OUT_OF_RANGE = object()  # where a rule list checks the --since/--until window
 
@@ -412,7 +400,7 @@ def contract_events(written):
     """The written rows as the raw events contract, plus ``day`` to split by."""
     from pyspark.sql import functions as F
 
-    return written.select(*[F.col(n).cast(t) for n, t in EVENT_COLUMNS], "day")
+    return written.select(*[F.col(n).cast(t) for n, t in EVENT_FIELDS], "day")
 
 
 def items_of_days(written):
@@ -436,7 +424,7 @@ def items_of_days(written):
         .agg(*[latest(c) for c in attrs])
         .withColumn("brand", F.lit(None).cast("string"))
         .withColumn("launch_date", F.lit(None).cast("string"))
-        .select("day", *ITEM_COLUMNS)
+        .select("day", *ITEM_NAMES)
     )
 
 

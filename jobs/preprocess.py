@@ -48,40 +48,18 @@ import zlib
 from pathlib import Path
 
 from jobs import features
+from jobs.contract import EVENT_FIELDS, EVENT_TYPES, ITEM_FIELDS, KEY_FIELDS, POSITIVE_TYPES
 from jobs.feature_state import day_counts, read_state, update_state, write_state
 from jobs.layout import Layout, check_ds, publish_dir, shift_ds, staging_dir, write_json
 from jobs.settings import PreprocessSettings, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES = ("impression", "click", "add_to_cart", "purchase")
-POSITIVE_TYPES = ("click", "add_to_cart", "purchase")
-EVENT_FIELDS = (
-    ("event_id", "string"),
-    ("event_time", "string"),
-    ("event_type", "string"),
-    ("user_id", "string"),
-    ("session_id", "string"),
-    ("request_id", "string"),
-    ("query", "string"),
-    ("item_id", "string"),
-    ("position", "long"),
-    ("price", "double"),
-)
-ITEM_FIELDS = (
-    ("item_id", "string"),
-    ("title", "string"),
-    ("category", "string"),
-    ("brand", "string"),
-    ("price", "double"),
-    ("launch_date", "string"),
-)
 CORRUPT = "_corrupt_record"
 
 
 # Fields no record can do without: a file whose lines never carry one of them (a renamed or
 # dropped field) is refused whole instead of quarantining every row of the day.
-KEY_FIELDS = ("event_id", "event_time", "event_type", "user_id", "item_id")
 SAMPLE_LINES = 1000  # lines per file whose field names check_delivery looks at
 
 
@@ -199,13 +177,15 @@ def read_json_lines(spark, path: Path, fields):
 
     check_delivery(path, fields)
     options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
-    lines = spark.read.text([str(p) for p in data_files(path)])
+    lines = spark.read.text([str(p) for p in data_files(path)]).select(
+        "value", F.input_file_name().alias("source_file")
+    )
+    # A day often arrives as one .gz file, which Spark can only read in one task: spread the
+    # lines over the cores before the parsing and tagging, which cost far more than reading.
+    lines = lines.repartition(max(2, spark.sparkContext.defaultParallelism) * 2)
     df = (
         lines.filter(~F.col("value").rlike(r"^\s*$"))
-        .select(
-            F.from_json("value", _schema(fields), options).alias("_row"),
-            F.input_file_name().alias("source_file"),
-        )
+        .select(F.from_json("value", _schema(fields), options).alias("_row"), "source_file")
         .select("_row.*", "source_file")
     )
     # Cached: the stage counts the rows, then splits them into clean and quarantined.

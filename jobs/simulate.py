@@ -48,22 +48,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from jobs.contract import EVENT_NAMES, EVENT_TYPES, ITEM_NAMES
 from jobs.layout import Layout, publish_dir, shift_ds, staging_dir
 
-EVENT_TYPES = ("impression", "click", "add_to_cart", "purchase")
-EVENT_FIELDS = (
-    "event_id",
-    "event_time",
-    "event_type",
-    "user_id",
-    "session_id",
-    "request_id",
-    "query",
-    "item_id",
-    "position",
-    "price",
-)
-ITEM_FIELDS = ("item_id", "title", "category", "brand", "price", "launch_date")
+EVENT_FIELDS, ITEM_FIELDS = EVENT_NAMES, ITEM_NAMES  # the contract, by name
 
 DAY_MS = 86_400_000
 SESSION_GAP_MS = 30 * 60 * 1000  # a new session after 30 minutes without a request
