@@ -243,6 +243,11 @@ def register(ds: str, settings: Settings, dry_run: bool = False) -> dict:
     result = register_candidate(settings, candidate_dir, params, metrics, tags, promote, reports)
     if dry_run:
         why = "dry run: never promotes"
+    elif promote and result.get("already_promoted"):
+        why = (
+            f"gate passed, but v{result['already_promoted']} was already promoted for {ds}: "
+            "a rerun never promotes twice"
+        )
     elif promote:
         why = "gate passed: " + "; ".join(ev["gate_reasons"])
     else:

@@ -22,6 +22,7 @@ from jobs.settings import Settings
 log = logging.getLogger(__name__)
 CHAMPION, PREVIOUS = "champion", "previous"
 HISTORY_LENGTH = 50
+NIGHTLY_PROMOTION = "gate passed on"  # start of the promotion_reason the pipeline writes
 PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "tf-keras==2.21.0", "pandas==2.3.3", "numpy==2.4.6"]
 
 
@@ -105,13 +106,51 @@ def register_candidate(
     promote_if: bool,
     artifacts_extra: list[Path] = (),
 ) -> dict:
-    """Log a run, register the candidate as a new version, and promote it if ``promote_if``."""
+    """Log a run, register the candidate as a new version, and promote it if ``promote_if``.
+
+    Reruns of a night are idempotent: a candidate whose int8 model (``model_sha256``) is
+    already registered for the same ``ds`` is not registered again, and a night promotes at
+    most once: once a version of ``ds`` was promoted, another candidate of that day is
+    registered but never moved to ``champion`` by the pipeline (a person can promote it).
+    """
+    import hashlib
+
     import mlflow
 
     from models.serving import RankerPyfunc
 
     ensure_experiment(settings)
     candidate_dir = Path(candidate_dir)
+    ds = str(tags.get("ds", ""))
+    sha = hashlib.sha256((candidate_dir / "int8.tflite").read_bytes()).hexdigest()
+    same_day = [
+        v
+        for v in client(settings).search_model_versions(f"name='{settings.model_name}'")
+        if ds and v.tags.get("ds") == ds
+    ]
+    promoted_before = [
+        str(v.version)
+        for v in same_day
+        if v.tags.get("promotion_reason", "").startswith(NIGHTLY_PROMOTION)
+    ]
+    if promoted_before and promote_if:
+        log.info("%s: v%s was already promoted for this day; not again", ds, promoted_before[0])
+    for v in same_day:
+        if v.tags.get("model_sha256") == sha:
+            previous = alias_version(settings, CHAMPION)
+            promoted = promote_if and not promoted_before
+            if promoted:  # an earlier try registered it and died before promoting
+                promote(settings, str(v.version), reason=f"{NIGHTLY_PROMOTION} {ds}")
+            return {
+                "version": str(v.version),
+                "run_id": v.run_id,
+                "promoted": promoted,
+                "previous": previous,
+                "reused": True,
+                "already_promoted": promoted_before[0] if promoted_before else None,
+            }
+    promote_if = promote_if and not promoted_before
+    tags = {**tags, "model_sha256": sha}
     with mlflow.start_run(run_name=f"nightly-{tags.get('ds', '')}") as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
@@ -141,10 +180,17 @@ def register_candidate(
     c.set_model_version_tag(settings.model_name, version, "parent_version", previous or "none")
     promoted = False
     if promote_if:
-        promote(settings, version, reason=f"gate passed on {tags.get('ds', '?')}")
+        promote(settings, version, reason=f"{NIGHTLY_PROMOTION} {ds or '?'}")
         promoted = True
     log.info("registered %s v%s (promoted=%s)", settings.model_name, version, promoted)
-    return {"version": version, "run_id": run_id, "promoted": promoted, "previous": previous}
+    return {
+        "version": version,
+        "run_id": run_id,
+        "promoted": promoted,
+        "previous": previous,
+        "reused": False,
+        "already_promoted": promoted_before[0] if promoted_before else None,
+    }
 
 
 def promote(settings: Settings, version: str, reason: str) -> None:

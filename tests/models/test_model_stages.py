@@ -106,6 +106,9 @@ def test_compress_evaluate_register_promote_and_rollback(two_days):
         s, out1, {"strategy": "retrain"}, {"auc": 0.7}, {"ds": D1}, promote_if=True
     )
     assert v1["promoted"] and registry.alias_version(s) == v1["version"]
+    # A rerun of the night registers nothing new and does not promote again.
+    again = registry.register_candidate(s, out1, {}, {}, {"ds": D1}, promote_if=True)
+    assert again["reused"] and again["version"] == v1["version"] and not again["promoted"]
 
     # A candidate trained on label-shuffled data must be registered but not promoted.
     out2 = layout.model_dir(D2) / "candidate"
@@ -127,6 +130,10 @@ def test_compress_evaluate_register_promote_and_rollback(two_days):
     assert not ev2["gate_passed"]
     v2 = registry.register_candidate(s, out2, {}, {}, {"ds": D2}, promote_if=ev2["gate_passed"])
     assert not v2["promoted"] and registry.alias_version(s) == v1["version"]
+    # Another candidate for a day that already promoted one is registered, never promoted.
+    other = registry.register_candidate(s, out2, {}, {}, {"ds": D1}, promote_if=True)
+    assert not other["reused"] and not other["promoted"]
+    assert other["already_promoted"] == v1["version"] and registry.alias_version(s) == v1["version"]
 
     # Manual promotion then one-step rollback.
     registry.promote(s, v2["version"], reason="test")
