@@ -27,6 +27,12 @@ if [[ ! -f $AIRFLOW_HOME/secrets.env ]]; then
 fi
 # shellcheck disable=SC1091
 source "$AIRFLOW_HOME/secrets.env"
+# The admin's password: generated here (mode 600) rather than by the API server, which would
+# also print it to its log.
+PASSWORDS=$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
+if [[ ! -s $PASSWORDS ]]; then
+  (umask 077; "$BIN/python" -c 'import json, secrets; print(json.dumps({"admin": secrets.token_urlsafe(16)}))' > "$PASSWORDS")
+fi
 
 start() {  # name, command...
   local name=$1; shift

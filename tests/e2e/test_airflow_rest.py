@@ -128,3 +128,20 @@ def test_trigger_through_rest_api_and_scheduler(airflow_up, monkeypatch):
     c = registry.client(settings)
     versions = c.search_model_versions(f"name='{settings.model_name}'")
     assert sorted(v.tags["ds"] for v in versions) == [DS, NEXT]
+
+    # No secret leaks: the password, the API's signing secrets and the token appear in no
+    # log, run summary or MLflow store written by the two nights.
+    home = Path(env["AIRFLOW_HOME"])
+    secrets = [default_password("admin"), token]
+    for line in (home / "secrets.env").read_text().splitlines():
+        secrets.append(line.split("=", 1)[1])
+    assert all(len(s) >= 16 for s in secrets)
+    written = [home / "logs", tmp / "log", settings.data_root / "runs", tmp / "artifacts"]
+    files = [p for d in written for p in d.rglob("*") if p.is_file()]
+    files.append(tmp / "mlflow.db")
+    assert len(files) > 20
+    for path in files:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in data, f"a secret is written to {path}"
+    assert oct((home / "secrets.env").stat().st_mode & 0o777) == "0o600"
