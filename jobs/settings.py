@@ -210,3 +210,15 @@ def load_settings(path: str | os.PathLike | None = None, env: dict | None = None
         values = {k: _coerce(cls, k, v, f"{path} [{name}]") for k, v in sections[name].items()}
         kwargs[name] = cls(**values)
     return Settings(**kwargs)
+
+
+def settings_under(root: str | os.PathLike, env: dict | None = None) -> Settings:
+    """Settings whose data root and MLflow store (SQLite + artifacts) all live under
+    ``root``: a throwaway world for benchmarks and scenario runs. ``env`` adds overrides."""
+    root = Path(root)
+    stores = {
+        "FRESHRANK_DATA_ROOT": str(root / "data"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "FRESHRANK_ARTIFACT_ROOT": str(root / "artifacts"),
+    }
+    return load_settings(env={**os.environ, **stores, **(env or {})})

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
-from jobs.settings import REPO_ROOT, load_settings
+from jobs.settings import REPO_ROOT, settings_under
 
 
 def dir_bytes(path: Path) -> int:
@@ -32,12 +31,7 @@ def bench_compression(out_dir: Path, scale: str = "demo") -> dict:
 
     work = out_dir / "compression-world"
     shutil.rmtree(work, ignore_errors=True)
-    env = {
-        "FRESHRANK_DATA_ROOT": str(work / "data"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "FRESHRANK_ARTIFACT_ROOT": str(work / "artifacts"),
-    }
-    settings = load_settings(env={**os.environ, **env})
+    settings = settings_under(work)
     days = ["2026-11-20", "2026-11-21"]
     simulate.generate_days(settings.data_root, days[0], len(days), simulate.SCALES[scale])
     started = time.perf_counter()

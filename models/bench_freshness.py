@@ -49,7 +49,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -57,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.settings import REPO_ROOT, load_settings
+from jobs.settings import REPO_ROOT, settings_under
 
 log = logging.getLogger(__name__)
 SERIES = ("oracle", "stale", "incremental", "full_retrain")
@@ -82,16 +81,6 @@ def world_config(scale: str | None, quick: bool, requests_per_day: int | None, s
     if requests_per_day:
         config = dataclasses.replace(config, requests_per_day=requests_per_day)
     return scale, config
-
-
-def throwaway_settings(work: Path):
-    """Settings whose data root and MLflow store live under ``work`` (as models.bench does)."""
-    env = {
-        "FRESHRANK_DATA_ROOT": str(work / "data"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "FRESHRANK_ARTIFACT_ROOT": str(work / "artifacts"),
-    }
-    return load_settings(env={**os.environ, **env})
 
 
 def with_history(settings, days: int):
@@ -361,7 +350,7 @@ def bench_freshness(
 
     work = Path(out_dir) / "freshness-world"
     shutil.rmtree(work, ignore_errors=True)
-    settings = throwaway_settings(work)
+    settings = settings_under(work)
     layout = Layout(settings.data_root)
     n_days = bootstrap_days + nightly_days + 1
     all_days = [shift_ds(start, i) for i in range(n_days)]

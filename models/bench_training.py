@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.settings import REPO_ROOT, load_settings
+from jobs.settings import REPO_ROOT, settings_under
 
 START = "2026-11-20"
 _T0 = time.perf_counter()
@@ -88,12 +88,7 @@ def build_world(work: Path, quick: bool, days: int, scale: str, rows_per_day: in
     from jobs.layout import Layout, shift_ds
 
     shutil.rmtree(work, ignore_errors=True)
-    env = {
-        "FRESHRANK_DATA_ROOT": str(work / "data"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "FRESHRANK_ARTIFACT_ROOT": str(work / "artifacts"),
-    }
-    settings = load_settings(env={**os.environ, **env})
+    settings = settings_under(work)
     layout = Layout(settings.data_root)
     dates = [shift_ds(START, i) for i in range(days)]
     if quick:
