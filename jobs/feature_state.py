@@ -191,36 +191,24 @@ def add_state_features(df, state: FeatureState | None, ds: str, cfg):
         .join(users, "user_id", "left")
         .join(affinity, ["user_id", "category"], "left")
     )
-    d = features.STATE_DEFAULTS
     age = F.datediff(day, F.coalesce(launch, F.col("_i_first")))
     since = F.datediff(day, F.col("_u_last"))
-    out = (
-        out.withColumn(
-            "item_ctr",
-            F.coalesce((F.col("_i_clk") + m * prior) / (F.col("_i_imp") + m), F.lit(d["item_ctr"])),
-        )
-        .withColumn(
-            "item_popularity", F.coalesce(_log_scaled("_i_imp"), F.lit(d["item_popularity"]))
-        )
-        .withColumn("item_purchases", F.coalesce(_log_scaled("_i_buy"), F.lit(d["item_purchases"])))
-        .withColumn(
-            "item_age", F.coalesce(_log_scaled_days(age, MAX_AGE_DAYS), F.lit(d["item_age"]))
-        )
-        .withColumn(
-            "user_ctr",
-            F.coalesce((F.col("_u_clk") + m * prior) / (F.col("_u_imp") + m), F.lit(d["user_ctr"])),
-        )
-        .withColumn("user_activity", F.coalesce(_log_scaled("_u_evt"), F.lit(d["user_activity"])))
-        .withColumn(
-            "user_category_affinity", F.coalesce("_uc_aff", F.lit(d["user_category_affinity"]))
-        )
-        .withColumn(
-            "user_recency",
-            F.coalesce(_log_scaled_days(since, MAX_RECENCY_DAYS), F.lit(d["user_recency"])),
-        )
-        .withColumn("user_is_new", F.coalesce("_u_new", F.lit(1.0)))
-        .withColumn("item_is_new", F.coalesce("_i_new", F.lit(1.0)))
-    )
+    smoothed_ctr = lambda clicks, shown: (F.col(clicks) + m * prior) / (F.col(shown) + m)  # noqa: E731
+    values = {
+        "item_ctr": smoothed_ctr("_i_clk", "_i_imp"),
+        "item_popularity": _log_scaled("_i_imp"),
+        "item_purchases": _log_scaled("_i_buy"),
+        "item_age": _log_scaled_days(age, MAX_AGE_DAYS),
+        "user_ctr": smoothed_ctr("_u_clk", "_u_imp"),
+        "user_activity": _log_scaled("_u_evt"),
+        "user_category_affinity": F.col("_uc_aff"),
+        "user_recency": _log_scaled_days(since, MAX_RECENCY_DAYS),
+        "user_is_new": F.col("_u_new"),
+        "item_is_new": F.col("_i_new"),
+    }
+    # Whatever the state does not know (a new id, no affinity yet) takes the new-id value.
+    for name, value in values.items():
+        out = out.withColumn(name, F.coalesce(value, F.lit(features.STATE_DEFAULTS[name])))
     return out.drop(*[c for c in out.columns if c.startswith("_")])
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from jobs import features
+from jobs.contract import EVENT_NAMES
 from jobs.importers import ImportOptions, import_file, retail_columns
 from jobs.layout import Layout
 from jobs.preprocess import data_files, preprocess_day
@@ -107,18 +108,7 @@ def test_taobao_mapping_bad_rows_counts_and_days(spark, tmp_path):
     }
 
     day = read_day(root, "2017-11-25").sort_values("event_time")
-    assert list(day.columns) == [
-        "event_id",
-        "event_time",
-        "event_type",
-        "user_id",
-        "session_id",
-        "request_id",
-        "query",
-        "item_id",
-        "position",
-        "price",
-    ]
+    assert list(day.columns) == list(EVENT_NAMES)
     mine = day[day["user_id"] == "1"]
     assert list(mine["event_type"]) == ["click", "add_to_cart", "add_to_cart", "purchase"]
     assert mine["event_time"].iloc[0] == "2017-11-25T12:00:00Z"
