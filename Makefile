@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GIT_PYTHON_REFRESH := quiet
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup java demo test lint format bench bench-compression bench-training bench-preprocess \
+.PHONY: setup java demo test lint format soak bench bench-compression bench-training bench-preprocess \
 	bench-freshness chaos up down clean
 setup: java $(VENV)/.installed
 
@@ -44,6 +44,12 @@ test: setup lint
 # outcome (table in var/chaos/chaos.md).
 chaos: setup
 	$(BIN)/python -m jobs.chaos --out var/chaos
+
+# A long soak: NIGHTS simulated nights in a row through the real scheduler (about a minute
+# each), with disk and memory per night in var/bench/soak.json.
+NIGHTS ?= 30
+soak: setup
+	$(BIN)/python -m jobs.soak --nights $(NIGHTS) --out var/bench/soak.json
 
 up: setup
 	scripts/up.sh
