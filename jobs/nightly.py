@@ -12,7 +12,7 @@ import argparse
 import logging
 import time
 
-from jobs.layout import Layout, check_ds, read_json, write_json
+from jobs.layout import Layout, check_ds, fails_clearly_on_full_disk, read_json, write_json
 from jobs.preprocess import data_files
 from jobs.settings import Settings, load_settings
 
@@ -86,6 +86,7 @@ def delta_ready(ds: str, settings: Settings) -> bool:
     return bool(data_files(Layout(settings.data_root).raw_events(check_ds(ds))))
 
 
+@fails_clearly_on_full_disk("preprocess")
 def preprocess(ds: str, settings: Settings) -> dict:
     from jobs.preprocess import preprocess_day
     from jobs.spark import get_spark
@@ -93,6 +94,7 @@ def preprocess(ds: str, settings: Settings) -> dict:
     return preprocess_day(get_spark(settings.preprocess), ds, settings)
 
 
+@fails_clearly_on_full_disk("validate")
 def validate(ds: str, settings: Settings) -> dict:
     from jobs.spark import get_spark
     from jobs.validate import validate_day
@@ -100,6 +102,7 @@ def validate(ds: str, settings: Settings) -> dict:
     return validate_day(get_spark(settings.preprocess), ds, settings)
 
 
+@fails_clearly_on_full_disk("choose_strategy")
 def choose_strategy(ds: str, settings: Settings, override: str | None = None) -> dict:
     """Fetch the champion, score it on the day, and apply the strategy policy."""
     from models.evaluate import champion_auc_on
@@ -141,6 +144,7 @@ def decision_of(ds: str, settings: Settings) -> dict:
     return decision
 
 
+@fails_clearly_on_full_disk("fine_tune")
 def fine_tune(ds: str, settings: Settings, workers: int | None = None) -> dict:
     """Warm-start (or retrain) the day's candidate; ``workers`` overrides ``[train] workers``."""
     import dataclasses
@@ -165,6 +169,7 @@ def fine_tune(ds: str, settings: Settings, workers: int | None = None) -> dict:
     return record(settings, ds, "fine_tune", summary)
 
 
+@fails_clearly_on_full_disk("compress")
 def compress(ds: str, settings: Settings) -> dict:
     from models.compress import compress_model
     from models.ranker import read_examples
@@ -176,6 +181,7 @@ def compress(ds: str, settings: Settings) -> dict:
     return record(settings, ds, "compress", summary)
 
 
+@fails_clearly_on_full_disk("evaluate")
 def evaluate(ds: str, settings: Settings) -> dict:
     from models.evaluate import evaluate_candidate
 
@@ -187,6 +193,7 @@ def evaluate(ds: str, settings: Settings) -> dict:
     return record(settings, ds, "evaluate", summary)
 
 
+@fails_clearly_on_full_disk("register")
 def register(ds: str, settings: Settings, dry_run: bool = False) -> dict:
     """Register the candidate with metrics and lineage; promote it if the gate passed."""
     from models.registry import register_candidate
@@ -256,6 +263,7 @@ def register(ds: str, settings: Settings, dry_run: bool = False) -> dict:
     return record(settings, ds, "register", summary)
 
 
+@fails_clearly_on_full_disk("cleanup")
 def cleanup(ds: str, settings: Settings) -> dict:
     """Apply the retention policy (``[retention]``), so disk stays bounded."""
     from jobs.retention import apply_retention
@@ -280,12 +288,18 @@ def run_all(ds: str, settings: Settings, override: str | None = None, dry_run: b
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ds", required=True)
+    parser.add_argument("--stage", choices=STAGES, help="run only this stage (default: all)")
     parser.add_argument("--strategy", choices=["skip", "light", "full", "retrain"])
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--config")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    print(run_all(check_ds(args.ds), load_settings(args.config), args.strategy, args.dry_run))
+    ds, settings = check_ds(args.ds), load_settings(args.config)
+    if args.stage is None:
+        print(run_all(ds, settings, args.strategy, args.dry_run))
+        return 0
+    extra = {"choose_strategy": (args.strategy,), "register": (args.dry_run,)}
+    print(globals()[args.stage](ds, settings, *extra.get(args.stage, ())))
     return 0
 
 

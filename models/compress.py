@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.layout import Layout, check_ds, write_json
+from jobs.layout import Layout, check_ds, write_json, written_whole
 from jobs.settings import CompressSettings, TrainSettings, load_settings
 from models import ranker
 
@@ -105,13 +105,16 @@ def compress_model(
     x, y = ranker.to_inputs(sample), ranker.labels(sample)
     model = ranker.load_ranker(model_path)
     stripped = prune(model, x, y, cfg, train_cfg)
-    stripped.save(out_dir / "pruned.keras")
+    with written_whole(out_dir / "pruned.keras") as path:
+        stripped.save(path)
 
     float_path = out_dir / "float.tflite"
-    float_path.write_bytes(to_tflite(stripped))
+    with written_whole(float_path) as path:
+        path.write_bytes(to_tflite(stripped))
     rep = sample.sample(n=min(len(sample), cfg.representative_rows), random_state=1)
     int8_path = out_dir / "int8.tflite"
-    int8_path.write_bytes(to_tflite(stripped, ranker.to_inputs(rep)))
+    with written_whole(int8_path) as path:
+        path.write_bytes(to_tflite(stripped, ranker.to_inputs(rep)))
 
     sizes = {
         "keras": file_sizes(model_path),

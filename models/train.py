@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs import features
-from jobs.layout import Layout, check_ds, write_json
+from jobs.layout import Layout, check_ds, write_json, written_whole
 from jobs.settings import Settings, TrainSettings, load_settings
 from models import ranker
 
@@ -387,9 +387,8 @@ def fit_ranker(
         log.error("Keras resumed at %s, the input pipeline at %s", started_at, resume)
     for layer in model.layers:
         layer.trainable = True
-    save_to = Path(save_to or Path(out_dir) / "model.keras")
-    save_to.parent.mkdir(parents=True, exist_ok=True)
-    model.save(save_to)
+    with written_whole(Path(save_to or Path(out_dir) / "model.keras")) as path:
+        model.save(path)
     losses, aucs = history.history.get("loss", []), history.history.get("auc", [])
     return {
         "days": days,
