@@ -40,10 +40,11 @@ demo: setup
 test: setup lint
 	$(BIN)/python -m pytest
 
-# Reliability: spoiled deliveries through preprocess + validate, each against its documented
-# outcome (table in var/chaos/chaos.md).
+# Reliability: spoiled deliveries through preprocess + validate, then faults (kill -9, full
+# disk, registry down), each against its documented outcome (var/chaos/{chaos,faults}.md).
 chaos: setup
 	$(BIN)/python -m jobs.chaos --out var/chaos
+	$(BIN)/python -m jobs.faults --out var/chaos
 
 # A long soak: NIGHTS simulated nights in a row through the real scheduler (about a minute
 # each), with disk and memory per night in var/bench/soak.json.

@@ -104,8 +104,10 @@ def fails_clearly_on_full_disk(stage: str):
                 if found is None:
                     raise
                 reason, path = found
+                root = getattr(args[1] if len(args) > 1 else None, "data_root", None)
+                where = path or (f"its outputs under {root}" if root else "its outputs")
                 raise StorageFullError(
-                    f"{stage}: cannot write {path or 'its outputs'}: {reason}. Nothing new was "
+                    f"{stage}: cannot write {where}: {reason}. Nothing new was "
                     "published (the previous outputs are intact); free space or raise the "
                     "quota, then rerun the task."
                 ) from exc
