@@ -142,6 +142,17 @@ def drift_against(previous: dict, today: dict) -> dict[str, float]:
     return {k: round(psi(previous[k], today[k]), 4) for k in today if k in previous}
 
 
+def drift_reference(layout: Layout, ds: str) -> tuple[str | None, dict | None]:
+    """The newest earlier day that passed validation, and its summary: a day that failed
+    (absurd prices, a broken delivery) must not become the baseline drift is measured from."""
+    for day in reversed(layout.processed_days("examples")):
+        if day < ds:
+            summary = read_json(layout.run_dir(day) / "validate.json")
+            if summary and summary.get("success") and summary.get("histograms"):
+                return day, summary
+    return None, None
+
+
 def volume_check(layout: Layout, ds: str, n: int, cfg: ValidateSettings) -> dict:
     history = []
     for day in reversed(layout.processed_days("examples")):
@@ -196,8 +207,7 @@ def validate_day(spark, ds: str, settings: Settings) -> dict:
     volume = volume_check(layout, ds, n_examples, cfg)
     quarantine = quarantine_check(read_json(layout.run_dir(ds) / "preprocess.json"), cfg)
     histograms = feature_histograms(examples)
-    previous_ds = layout.latest_before("examples", ds)
-    previous = read_json(layout.run_dir(previous_ds) / "validate.json") if previous_ds else None
+    previous_ds, previous = drift_reference(layout, ds)
     drift = drift_against(previous["histograms"], histograms) if previous else {}
     failures = [r for r in results if not r["success"]]
     problems = [_describe(r) for r in failures]

@@ -204,3 +204,14 @@ def test_sampled_negatives_are_drawn_per_positive_not_per_basket(spark, settings
 def test_missing_delta_is_a_clear_error(spark, settings):
     with pytest.raises(MissingDeltaError, match="no event files"):
         preprocess_day(spark, DS, settings)
+
+
+def test_a_missing_day_fails_before_spark_starts(settings, monkeypatch):
+    from jobs import nightly, spark
+
+    def no_spark(*args, **kwargs):
+        raise AssertionError("Spark was started for a day that is not there")
+
+    monkeypatch.setattr(spark, "get_spark", no_spark)
+    with pytest.raises(MissingDeltaError, match="raw/events/dt=2026-11-20"):
+        nightly.preprocess(DS, settings)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from jobs.layout import Layout
-from jobs.validate import DataValidationError, psi, validate_day
+from jobs.validate import DataValidationError, drift_reference, psi, validate_day
 from tests.models.conftest import make_examples, write_day
 
 DS = "2026-11-20"
@@ -130,3 +130,20 @@ def test_volume_spike_fails_and_drift_is_only_recorded(spark, settings, day):
 def test_psi_is_zero_for_equal_and_large_for_disjoint():
     assert psi({"a": 5, "b": 5}, {"a": 50, "b": 50}) == pytest.approx(0)
     assert psi({"a": 10}, {"b": 10}) > 5
+
+
+def test_drift_is_measured_from_the_newest_day_that_passed(tmp_path):
+    from jobs.layout import write_json
+
+    layout = Layout(tmp_path)
+    assert drift_reference(layout, DS) == (None, None)  # first day: nothing to compare with
+    for day, passed in (("2026-11-17", True), ("2026-11-18", True), ("2026-11-19", False)):
+        (layout.examples(day)).mkdir(parents=True)
+        (layout.examples(day) / "_SUCCESS").touch()
+        histograms = {"price": {"1": 10}}
+        write_json(
+            layout.run_dir(day) / "validate.json", {"success": passed, "histograms": histograms}
+        )
+    # 11-19 failed validation (a bad day must not become the baseline); 11-21 is later.
+    day, summary = drift_reference(layout, DS)
+    assert day == "2026-11-18" and summary["success"]
