@@ -25,6 +25,7 @@ import datetime as dt
 import errno
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -171,11 +172,24 @@ class Layout:
         return days[-1] if days else None
 
 
+def json_safe(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN: an AUC
+    of a segment with one class is undefined, and XCom and strict parsers refuse NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json(path: Path, payload: dict) -> Path:
-    """Write JSON atomically (temporary file, then rename)."""
+    """Write JSON atomically (temporary file, then rename); NaN and infinity become null."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    text = json.dumps(json_safe(payload), indent=2, sort_keys=True, default=str, allow_nan=False)
+    tmp.write_text(text)
     os.replace(tmp, path)
     return path
 

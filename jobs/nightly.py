@@ -12,7 +12,14 @@ import argparse
 import logging
 import time
 
-from jobs.layout import Layout, check_ds, fails_clearly_on_full_disk, read_json, write_json
+from jobs.layout import (
+    Layout,
+    check_ds,
+    fails_clearly_on_full_disk,
+    json_safe,
+    read_json,
+    write_json,
+)
 from jobs.preprocess import data_files
 from jobs.settings import Settings, load_settings
 
@@ -30,8 +37,10 @@ STAGES = (
 
 
 def record(settings: Settings, ds: str, stage: str, summary: dict) -> dict:
+    """Write the stage's summary to ``runs/dt=<ds>/<stage>.json``; return it JSON-safe (it
+    travels through XCom, which refuses NaN)."""
     write_json(Layout(settings.data_root).run_dir(ds) / f"{stage}.json", summary)
-    return summary
+    return json_safe(summary)
 
 
 def record_failure(ds: str, stage: str, reason: str, settings: Settings) -> dict:

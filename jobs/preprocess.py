@@ -43,6 +43,7 @@ import datetime as dt
 import gzip
 import json
 import logging
+import shutil
 import time
 import zlib
 from pathlib import Path
@@ -180,16 +181,14 @@ def read_json_lines(spark, path: Path, fields):
     lines = spark.read.text([str(p) for p in data_files(path)]).select(
         "value", F.input_file_name().alias("source_file")
     )
-    # A day often arrives as one .gz file, which Spark can only read in one task: spread the
-    # lines over the cores before the parsing and tagging, which cost far more than reading.
-    lines = lines.repartition(max(2, spark.sparkContext.defaultParallelism) * 2)
+    # A day often arrives as one .gz file, which Spark reads in one task; parsing there costs
+    # about what the I/O floor costs, and the dedupe's shuffle then spreads the rows.
     df = (
         lines.filter(~F.col("value").rlike(r"^\s*$"))
         .select(F.from_json("value", _schema(fields), options).alias("_row"), "source_file")
         .select("_row.*", "source_file")
     )
-    # Cached: the stage counts the rows, then splits them into clean and quarantined.
-    return df.cache()
+    return df
 
 
 def read_previous_event_ids(spark, layout: Layout, ds: str, days: int):
@@ -238,24 +237,28 @@ def quarantine_reason_events(df, ds: str, cfg: PreprocessSettings):
     return df.withColumn("reason", reason).withColumn("event_ts", ts)
 
 
-def dedupe_events(valid, previous_ids=None):
-    """Keep the earliest copy of each event id; drop ids already cleaned on earlier days.
+def mark_duplicates(tagged, previous_ids=None):
+    """Add ``duplicate``: true for a valid row (``reason`` null) that is not the earliest valid
+    copy of its event id, or whose id was already cleaned on an earlier day.
 
-    Returns ``(clean, duplicates)``.
+    Every input row stays (one row in, one row out), so one pass over the result counts
+    clean, quarantined and duplicate rows together.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    order = Window.partitionBy("event_id").orderBy("event_ts", "source_file", "event_type")
-    ranked = valid.withColumn("_rank", F.row_number().over(order))
-    first = ranked.filter("_rank = 1").drop("_rank")
-    dupes = ranked.filter("_rank > 1").drop("_rank")
+    valid = F.col("reason").isNull()
+    # Valid rows first, so a valid row's rank counts only the valid copies before it.
+    order = Window.partitionBy("event_id").orderBy(
+        valid.desc(), "event_ts", "source_file", "event_type"
+    )
+    ranked = tagged.withColumn("_rank", F.row_number().over(order))
+    repeated = F.col("_rank") > 1
     if previous_ids is not None:
         seen = previous_ids.withColumn("_seen", F.lit(True)).dropDuplicates(["event_id"])
-        first = first.join(seen, "event_id", "left")
-        dupes = dupes.unionByName(first.filter("_seen").drop("_seen"))
-        first = first.filter(F.col("_seen").isNull()).drop("_seen")
-    return first, dupes
+        ranked = ranked.join(seen, "event_id", "left")
+        repeated = repeated | F.col("_seen").isNotNull()
+    return ranked.withColumn("duplicate", valid & repeated).drop("_rank", "_seen")
 
 
 def clean_event_columns(clean, ds: str):
@@ -436,66 +439,162 @@ def build_examples(labelled, item_state, cfg: PreprocessSettings, ds: str, featu
 
 
 # --- write ------------------------------------------------------------------------------
-def write_parquet(df, final: Path, partitions: int | None = None) -> None:
-    """Write to a staging directory, then swap it in whole (a rerun replaces, never mixes)."""
-    tmp = staging_dir(final)
-    (df.coalesce(partitions) if partitions else df).write.mode("overwrite").parquet(str(tmp))
-    publish_dir(tmp, final)
+class StagedWrites:
+    """The partitions of one run, each written to a staging directory beside its final place
+    and published together (:meth:`publish`) once all are written and the counts reconcile:
+    a run that fails or is killed half-way publishes nothing, and a rerun replaces whole."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Path, Path]] = []
+
+    def write(self, df, final: Path, partitions: int | None = None) -> Path:
+        """Write ``df`` aside for ``final``; returns the staging path (to read it back)."""
+        tmp = staging_dir(final)
+        (df.coalesce(partitions) if partitions else df).write.mode("overwrite").parquet(str(tmp))
+        self.pending.append((tmp, final))
+        return tmp
+
+    @staticmethod
+    def read(spark, staged: Path):
+        """Read a staged partition back (by its files: Spark skips a directory named ``.*``)."""
+        files = sorted(str(p) for p in Path(staged).glob("*.parquet"))
+        return spark.read.parquet(*(files or [str(staged)]))
+
+    def publish(self) -> None:
+        for tmp, final in self.pending:
+            publish_dir(tmp, final)
+        self.pending = []
+
+    def discard(self) -> None:
+        for tmp, _ in self.pending:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.pending = []
 
 
 # --- the stage --------------------------------------------------------------------------
 def preprocess_day(spark, ds: str, settings: Settings) -> dict:
-    """Run the whole stage for logical date ``ds``; return the run summary (small dict)."""
-    from pyspark.sql import functions as F
+    """Run the whole stage for logical date ``ds``; return the run summary (small dict).
 
+    Nothing of the day is published unless every output is written and the rows written
+    reconcile with the rows read: ``rows_in == clean + quarantined + duplicates``.
+    """
     check_ds(ds)
-    cfg = settings.preprocess
     layout = Layout(settings.data_root)
-    started = time.perf_counter()
-    events_path, items_path = layout.raw_events(ds), layout.raw_items(ds)
+    events_path = layout.raw_events(ds)
     if not data_files(events_path):
         raise MissingDeltaError(f"no event files (*.jsonl[.gz]) in {events_path}")
     log.info("preprocess %s: reading %s", ds, events_path)
+    staged = StagedWrites()
+    try:
+        summary = _preprocess(spark, ds, settings, layout, staged)
+        staged.publish()
+    except BaseException:
+        staged.discard()
+        raise
+    write_json(layout.run_dir(ds) / "preprocess.json", summary)
+    log.info(
+        "preprocess %s: %d rows in, %d clean, %d quarantined, %d duplicates, %d examples (%.1fs)",
+        ds, summary["rows_in"], summary["clean"], summary["quarantined"],
+        summary["duplicates"], summary["examples"], summary["seconds"],
+    )  # fmt: skip
+    return summary
 
-    raw = read_json_lines(spark, events_path, EVENT_FIELDS)
-    rows_in = raw.count()
-    tagged = quarantine_reason_events(raw, ds, cfg).cache()
-    bad = tagged.filter(F.col("reason").isNotNull())
+
+class _Steps:
+    """Seconds per step of the stage, logged as they end (progress on a long day)."""
+
+    def __init__(self, ds: str) -> None:
+        self.ds, self.seconds, self.started = ds, {}, time.perf_counter()
+        self._last = self.started
+
+    def done(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._last, 2)
+        self._last = now
+        log.info("preprocess %s: %s done in %.1fs", self.ds, step, self.seconds[step])
+
+    @property
+    def total(self) -> float:
+        return round(time.perf_counter() - self.started, 2)
+
+
+def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: StagedWrites) -> dict:
+    from pyspark.sql import functions as F
+
+    cfg = settings.preprocess
+    steps = _Steps(ds)
+
+    # Events: parse, tag the reason of each bad row, mark duplicates; one cached frame with
+    # every input row, counted in one pass.
+    raw = read_json_lines(spark, layout.raw_events(ds), EVENT_FIELDS)
+    tagged = quarantine_reason_events(raw, ds, cfg)
     previous_ids = read_previous_event_ids(spark, layout, ds, cfg.max_late_days)
-    clean, dupes = dedupe_events(tagged.filter(F.col("reason").isNull()), previous_ids)
-    clean = clean_event_columns(clean, ds).cache()
+    marked = mark_duplicates(tagged, previous_ids).cache()
+    is_clean = F.col("reason").isNull() & ~F.col("duplicate")
+    late = is_clean & (F.to_date("event_ts") < F.lit(ds).cast("date"))
+    counts = (
+        marked.groupBy("reason", "duplicate", (F.col("event_type") == "impression").alias("imp"))
+        .agg(F.count("*").alias("n"), F.sum(late.cast("int")).alias("late"))
+        .collect()
+    )
+    rows_in = sum(r["n"] for r in counts)
+    by_reason: dict[str, int] = {}
+    for r in counts:
+        if r["reason"] is not None:
+            by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + r["n"]
+    n_bad = sum(by_reason.values())
+    n_dupes = sum(r["n"] for r in counts if r["reason"] is None and r["duplicate"])
+    n_clean = rows_in - n_bad - n_dupes
+    n_late = sum(r["late"] or 0 for r in counts)
+    has_impressions = any(r["reason"] is None and not r["duplicate"] and r["imp"] for r in counts)
+    steps.done("parse_dedupe_count")
 
     quarantine_cols = ["reason", "source_file", CORRUPT] + [n for n, _ in EVENT_FIELDS]
-    write_parquet(bad.select(*quarantine_cols), layout.quarantine_events(ds), 1)
-    write_parquet(clean, layout.clean_events(ds))
-    n_clean = clean.count()
-    n_dupes = dupes.count()
-    by_reason = {r["reason"]: r["count"] for r in bad.groupBy("reason").count().collect()}
-    n_bad = sum(by_reason.values())
-    n_late = clean.filter("is_late").count()
+    bad_path = staged.write(
+        marked.filter(F.col("reason").isNotNull()).select(*quarantine_cols),
+        layout.quarantine_events(ds),
+        1,
+    )
+    clean = clean_event_columns(marked.filter(is_clean), ds)
+    clean_path = staged.write(clean, layout.clean_events(ds))
+    # Reconcile what was written (Parquet footers) with what was read, before any publish.
+    written = {
+        "clean": staged.read(spark, clean_path).count(),
+        "quarantined": staged.read(spark, bad_path).count(),
+    }
+    if rows_in != written["clean"] + written["quarantined"] + n_dupes or written != {
+        "clean": n_clean,
+        "quarantined": n_bad,
+    }:
+        raise RuntimeError(
+            f"row counts do not reconcile for {ds}: {rows_in} rows in; written {written}, "
+            f"{n_dupes} duplicates; expected clean {n_clean}, quarantined {n_bad}"
+        )
+    clean = staged.read(spark, clean_path)  # the day's events from here on, from disk
+    steps.done("write_events")
 
     # Catalog: previous snapshot + today's valid changes.
     items_in = items_bad = 0
+    items_path = layout.raw_items(ds)
     previous_state = read_previous_item_state(spark, layout, ds)
     if data_files(items_path):
-        items_raw = read_json_lines(spark, items_path, ITEM_FIELDS)
+        items_raw = read_json_lines(spark, items_path, ITEM_FIELDS).cache()
         items_in = items_raw.count()
         changes, items_rejected = clean_items(items_raw)
-        write_parquet(
+        rejected_path = staged.write(
             items_rejected.select("reason", "source_file", CORRUPT, *[n for n, _ in ITEM_FIELDS]),
             layout.quarantine_items(ds),
             1,
         )
-        items_bad = items_rejected.count()
+        items_bad = staged.read(spark, rejected_path).count()
         state = merge_item_state(previous_state, changes)
     elif previous_state is not None:
         state = previous_state
     else:
         state = spark.createDataFrame([], _schema(ITEM_FIELDS)).drop(CORRUPT)
-    write_parquet(state, layout.item_state(ds), 2)
-    state = spark.read.parquet(str(layout.item_state(ds)))
+    state = staged.read(spark, staged.write(state, layout.item_state(ds), 2))
+    steps.done("catalog")
 
-    has_impressions = clean.filter(F.col("event_type") == "impression").limit(1).count() > 0
     labelled = (
         label_impressions(clean)
         if has_impressions
@@ -505,18 +604,22 @@ def preprocess_day(spark, ds: str, settings: Settings) -> dict:
     # events then update the state for tomorrow.
     previous = read_state(spark, layout, ds)
     examples = build_examples(labelled, state, cfg, ds, previous)
-    write_parquet(examples, layout.examples(ds), 2)
-    written = spark.read.parquet(str(layout.examples(ds)))
-    today = update_state(previous, day_counts(clean, state, ds), cfg.feature_half_life_days)
-    write_state(today, layout, write_parquet)
-    stats = written.groupBy("split").agg(
+    examples = staged.read(spark, staged.write(examples, layout.examples(ds), 2))
+    stats = examples.groupBy("split").agg(
         F.count("*").alias("n"), F.sum(features.LABEL).alias("clicks")
     )
     split_counts = {r["split"]: (r["n"], r["clicks"] or 0) for r in stats.collect()}
     n_examples = sum(n for n, _ in split_counts.values())
     clicks = sum(c for _, c in split_counts.values())
+    steps.done("examples")
 
-    summary = {
+    today = update_state(previous, day_counts(clean, state, ds), cfg.feature_half_life_days)
+    write_state(today, layout, staged.write)
+    steps.done("feature_state")
+    marked.unpersist()
+    if data_files(items_path):
+        items_raw.unpersist()
+    return {
         "ds": ds,
         "rows_in": rows_in,
         "clean": n_clean,
@@ -524,7 +627,7 @@ def preprocess_day(spark, ds: str, settings: Settings) -> dict:
         "quarantined_by_reason": by_reason,
         "duplicates": n_dupes,
         "late_events": n_late,
-        "reconciled": rows_in == n_clean + n_bad + n_dupes,
+        "reconciled": True,  # checked against the written rows above, before publishing
         "items_in": items_in,
         "items_quarantined": items_bad,
         "catalog_items": state.count(),
@@ -534,25 +637,9 @@ def preprocess_day(spark, ds: str, settings: Settings) -> dict:
         "holdout_examples": split_counts.get("holdout", (0, 0))[0],
         "click_rate": clicks / n_examples if n_examples else 0.0,
         "examples_path": str(layout.examples(ds)),
-        "seconds": round(time.perf_counter() - started, 2),
+        "step_seconds": steps.seconds,
+        "seconds": steps.total,
     }
-    if not summary["reconciled"]:
-        raise RuntimeError(f"row counts do not reconcile for {ds}: {summary}")
-    write_json(layout.run_dir(ds) / "preprocess.json", summary)
-    raw.unpersist()
-    tagged.unpersist()
-    clean.unpersist()
-    log.info(
-        "preprocess %s: %d rows in, %d clean, %d quarantined, %d duplicates, %d examples (%.1fs)",
-        ds,
-        rows_in,
-        n_clean,
-        n_bad,
-        n_dupes,
-        n_examples,
-        summary["seconds"],
-    )
-    return summary
 
 
 def main(argv=None) -> int:

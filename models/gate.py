@@ -69,7 +69,8 @@ def _segment_guard(seg: str, candidate: dict, champion: dict, cfg: GateSettings)
     champ = (champion.get("segments") or {}).get(seg)
     if not cand or not champ:
         return True, None
-    a, b = cand.get("auc", float("nan")), champ.get("auc", float("nan"))
+    # An undefined AUC (one class in the segment) is NaN in memory and null in JSON.
+    a, b = (float("nan") if x is None else x for x in (cand.get("auc"), champ.get("auc")))
     if cand.get("rows", 0) < cfg.min_segment_rows or math.isnan(a) or math.isnan(b):
         return True, f"{seg}: {cand.get('rows', 0)} rows, too few to judge"
     if a < b - cfg.max_segment_auc_drop:
