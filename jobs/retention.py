@@ -100,6 +100,15 @@ def stale_leftovers(base: Path, now: float) -> list[Path]:
     ]
 
 
+def logged_model_id(version) -> str | None:
+    """The logged model behind a registry version. MLflow 3 leaves ``model_id`` empty on
+    versions made by ``log_model(registered_model_name=...)``; their source names it."""
+    source = version.source or ""
+    if version.model_id:
+        return version.model_id
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
 def prune_versions(settings: Settings, dry_run: bool = False) -> list[str]:
     """Delete registered versions beyond the newest ``keep_versions``, sparing aliased ones."""
     from models import registry
@@ -121,7 +130,7 @@ def prune_versions(settings: Settings, dry_run: bool = False) -> list[str]:
     for v in doomed:
         if dry_run:
             continue
-        model_id = c.get_model_version(name, v).model_id
+        model_id = logged_model_id(c.get_model_version(name, v))
         c.delete_model_version(name, v)
         if model_id:  # the version's files (model.keras, TFLite): the bulk of the store
             location = c.get_logged_model(model_id).artifact_location
