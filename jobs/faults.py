@@ -48,7 +48,6 @@ import os
 import re
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +59,7 @@ from pathlib import Path
 from jobs import simulate
 from jobs.layout import Layout, read_json
 from jobs.settings import REPO_ROOT, Settings, load_settings
+from jobs.spark import free_port
 
 DS = "2026-11-20"
 SMALL_MODEL = {  # a quick model: the faults are about processes and files, not accuracy
@@ -293,10 +293,7 @@ def kill9_promotion(world: World) -> tuple[str, list[str]]:
 
 
 def registry_unreachable(world: World) -> tuple[str, list[str]]:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     env = {
         **world.env,
         "MLFLOW_TRACKING_URI": uri,

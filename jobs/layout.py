@@ -186,11 +186,9 @@ def json_safe(value):
 
 def write_json(path: Path, payload: dict) -> Path:
     """Write JSON atomically (temporary file, then rename); NaN and infinity become null."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     text = json.dumps(json_safe(payload), indent=2, sort_keys=True, default=str, allow_nan=False)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        tmp.write_text(text)
     return path
 
 

@@ -97,12 +97,10 @@ def delta_ready(ds: str, settings: Settings) -> bool:
 
 @fails_clearly_on_full_disk("preprocess")
 def preprocess(ds: str, settings: Settings) -> dict:
-    from jobs.preprocess import MissingDeltaError, preprocess_day
+    from jobs.preprocess import preprocess_day, require_events
     from jobs.spark import get_spark
 
-    events = Layout(settings.data_root).raw_events(check_ds(ds))
-    if not delta_ready(ds, settings):  # before Spark starts: a missing day fails in a second
-        raise MissingDeltaError(f"no event files (*.jsonl[.gz]) in {events}")
+    require_events(Layout(settings.data_root), ds)  # before Spark starts: fails in a second
     return preprocess_day(get_spark(settings.preprocess), ds, settings)
 
 

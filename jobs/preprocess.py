@@ -93,6 +93,14 @@ def data_files(path: Path) -> list[Path]:
 
 
 # --- read -------------------------------------------------------------------------------
+def require_events(layout: Layout, ds: str) -> Path:
+    """The day's events directory; :class:`MissingDeltaError` when it holds no event file."""
+    path = layout.raw_events(check_ds(ds))
+    if not data_files(path):
+        raise MissingDeltaError(f"no event files (*.jsonl[.gz]) in {path}")
+    return path
+
+
 def check_delivery(path: Path, fields, allow_empty: bool | None = None) -> list[str]:
     """Check a delivery's files before Spark reads them, so a broken one stops with a readable
     :class:`BadDeliveryError` naming the file, not a Java stack trace or a quarantined day:
@@ -478,12 +486,8 @@ def preprocess_day(spark, ds: str, settings: Settings) -> dict:
     Nothing of the day is published unless every output is written and the rows written
     reconcile with the rows read: ``rows_in == clean + quarantined + duplicates``.
     """
-    check_ds(ds)
     layout = Layout(settings.data_root)
-    events_path = layout.raw_events(ds)
-    if not data_files(events_path):
-        raise MissingDeltaError(f"no event files (*.jsonl[.gz]) in {events_path}")
-    log.info("preprocess %s: reading %s", ds, events_path)
+    log.info("preprocess %s: reading %s", ds, require_events(layout, ds))
     staged = StagedWrites()
     try:
         summary = _preprocess(spark, ds, settings, layout, staged)
@@ -562,10 +566,8 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
         "clean": staged.read(spark, clean_path).count(),
         "quarantined": staged.read(spark, bad_path).count(),
     }
-    if rows_in != written["clean"] + written["quarantined"] + n_dupes or written != {
-        "clean": n_clean,
-        "quarantined": n_bad,
-    }:
+    # (n_clean is rows_in - n_bad - n_dupes: matching both counts is the reconciliation.)
+    if written != {"clean": n_clean, "quarantined": n_bad}:
         raise RuntimeError(
             f"row counts do not reconcile for {ds}: {rows_in} rows in; written {written}, "
             f"{n_dupes} duplicates; expected clean {n_clean}, quarantined {n_bad}"
@@ -575,6 +577,7 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
 
     # Catalog: previous snapshot + today's valid changes.
     items_in = items_bad = 0
+    items_raw = None
     items_path = layout.raw_items(ds)
     previous_state = read_previous_item_state(spark, layout, ds)
     if data_files(items_path):
@@ -617,7 +620,7 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
     write_state(today, layout, staged.write)
     steps.done("feature_state")
     marked.unpersist()
-    if data_files(items_path):
+    if items_raw is not None:
         items_raw.unpersist()
     return {
         "ds": ds,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from jobs import simulate
 from jobs.announce import announce, call, login
 from jobs.layout import shift_ds
 from jobs.settings import REPO_ROOT, load_settings
+from jobs.spark import free_port
 
 # Short windows so the plateau comes within the soak (the defaults keep 30 days of data).
 SOAK_RETENTION = {
@@ -49,12 +49,6 @@ SOAK_RETENTION = {
 BOUNDED = ("raw", "clean", "quarantine", "examples", "state", "models", "artifacts")
 GROWING = ("runs", "airflow_db", "airflow_logs", "mlflow_db")
 SERVICES = ("airflow-api", "airflow-scheduler", "airflow-dag-processor")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def soak_env(home: Path, port: int) -> dict[str, str]:

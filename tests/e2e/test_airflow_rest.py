@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,16 +22,11 @@ import pytest
 from jobs import simulate
 from jobs.announce import announce, call, default_password, login
 from jobs.settings import load_settings
+from jobs.spark import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 DS, NEXT = "2026-11-20", "2026-11-21"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_run(base: str, token: str, run_id: str, logs: Path) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pandas as pd
 import pytest
 
 from jobs.layout import Layout
+from jobs.spark import free_port
 from models import ranker, registry
 from models.compress import compress_model
 from models.serving import frame_to_inputs
@@ -26,12 +26,6 @@ from .conftest import make_examples, write_day
 
 pytestmark = pytest.mark.slow
 DS = "2026-11-20"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
