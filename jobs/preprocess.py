@@ -57,6 +57,7 @@ from jobs.settings import PreprocessSettings, Settings, load_settings
 log = logging.getLogger(__name__)
 
 CORRUPT = "_corrupt_record"
+LINE = "_line"  # increases with the line's place in the delivery
 
 
 # Fields no record can do without: a file whose lines never carry one of them (a renamed or
@@ -187,14 +188,19 @@ def read_json_lines(spark, path: Path, fields):
     check_delivery(path, fields)
     options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
     lines = spark.read.text([str(p) for p in data_files(path)]).select(
-        "value", F.input_file_name().alias("source_file")
+        "value",
+        F.input_file_name().alias("source_file"),
+        F.monotonically_increasing_id().alias(LINE),  # the delivery's order, before a shuffle
     )
-    # A day often arrives as one .gz file, which Spark reads in one task; parsing there costs
-    # about what the I/O floor costs, and the dedupe's shuffle then spreads the rows.
+    # A day often arrives as one .gz file, which Spark reads in one task. Reading the text is
+    # cheap; parsing it is not: spread the lines over every core before parsing.
+    cores = spark.sparkContext.defaultParallelism
+    if lines.rdd.getNumPartitions() < cores:
+        lines = lines.repartition(cores, "value")
     df = (
         lines.filter(~F.col("value").rlike(r"^\s*$"))
-        .select(F.from_json("value", _schema(fields), options).alias("_row"), "source_file")
-        .select("_row.*", "source_file")
+        .select(F.from_json("value", _schema(fields), options).alias("_row"), "source_file", LINE)
+        .select("_row.*", "source_file", LINE)
     )
     return df
 
@@ -258,7 +264,7 @@ def mark_duplicates(tagged, previous_ids=None):
     valid = F.col("reason").isNull()
     # Valid rows first, so a valid row's rank counts only the valid copies before it.
     order = Window.partitionBy("event_id").orderBy(
-        valid.desc(), "event_ts", "source_file", "event_type"
+        valid.desc(), "event_ts", "source_file", LINE
     )
     ranked = tagged.withColumn("_rank", F.row_number().over(order))
     repeated = F.col("_rank") > 1
@@ -318,40 +324,43 @@ def clean_items(items):
     tagged = items.withColumn("reason", reason)
     bad = tagged.filter(F.col("reason").isNotNull())
     # The last line of a delivery wins when an item changes twice in one day.
-    order = Window.partitionBy("item_id").orderBy(F.monotonically_increasing_id().desc())
+    order = Window.partitionBy("item_id").orderBy(F.col(LINE).desc())
     good = (
         tagged.filter(F.col("reason").isNull())
         .withColumn("_rank", F.row_number().over(order))
         .filter("_rank = 1")
-        .drop("_rank", "reason")
+        .drop("_rank", "reason", LINE)
     )
     return good, bad
 
 
 def label_impressions(events):
-    """One row per shown (request, item) with click/purchase labels from the same request."""
+    """One row per shown (request, item) with click/purchase labels from the same request.
+
+    One aggregation over (request_id, item_id) gives both what was shown and what followed
+    it: one pass and one shuffle, no join of impressions with outcomes.
+    """
     from pyspark.sql import functions as F
 
-    shown = (
-        events.filter((F.col("event_type") == "impression") & F.col("request_id").isNotNull())
+    kind = F.col("event_type")
+    shown = kind == "impression"
+    only_shown = lambda c: F.when(shown, F.col(c))  # noqa: E731 - impression's own values
+    return (
+        events.filter(
+            F.col("request_id").isNotNull() & kind.isin("impression", *POSITIVE_TYPES)
+        )
         .groupBy("request_id", "item_id")
         .agg(
-            F.first("user_id").alias("user_id"),
-            F.first("query", ignorenulls=True).alias("query"),
-            F.min("position").alias("position"),
-            F.first("price", ignorenulls=True).alias("price"),
+            F.max(shown).alias("_shown"),
+            F.first(only_shown("user_id"), ignorenulls=True).alias("user_id"),
+            F.first(only_shown("query"), ignorenulls=True).alias("query"),
+            F.min(only_shown("position")).alias("position"),
+            F.first(only_shown("price"), ignorenulls=True).alias("price"),
+            F.max((kind == "click").cast("int")).alias(features.LABEL),
+            F.max((kind == "purchase").cast("int")).alias(features.PURCHASE_LABEL),
         )
-    )
-    outcomes = (
-        events.filter(F.col("event_type").isin(*POSITIVE_TYPES) & F.col("request_id").isNotNull())
-        .groupBy("request_id", "item_id")
-        .agg(
-            F.max((F.col("event_type") == "click").cast("int")).alias(features.LABEL),
-            F.max((F.col("event_type") == "purchase").cast("int")).alias(features.PURCHASE_LABEL),
-        )
-    )
-    return shown.join(outcomes, ["request_id", "item_id"], "left").fillna(
-        0, [features.LABEL, features.PURCHASE_LABEL]
+        .filter("_shown")
+        .drop("_shown")
     )
 
 

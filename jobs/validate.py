@@ -139,20 +139,29 @@ def psi(expected: dict, actual: dict) -> float:
     return total
 
 
-def feature_histograms(df, top_categories: list[int] | None = None) -> dict[str, dict]:
-    """Small binned distributions of the drift features, computed by Spark."""
+def feature_histograms(df) -> dict[str, dict]:
+    """Small binned distributions of the drift features, computed by Spark in one pass:
+    ``{feature: {bin: count}}``, each feature's counts summing to the number of rows."""
     from pyspark.sql import functions as F
 
-    rows = df.select(
-        F.col("category_bucket").alias("category"),
-        F.floor(F.col("log_price") * 2).cast("int").alias("price"),
-        F.round(F.col("position") * features.MAX_POSITION).cast("int").alias("position"),
-        F.col(features.LABEL).alias("click"),
+    bins = {
+        "category": F.col("category_bucket"),
+        "price": F.floor(F.col("log_price") * 2).cast("int"),
+        "position": F.round(F.col("position") * features.MAX_POSITION).cast("int"),
+        "click": F.col(features.LABEL),
+    }
+    stacked = F.explode(
+        F.array(
+            *[
+                F.struct(F.lit(name).alias("feature"), value.cast("string").alias("bin"))
+                for name, value in bins.items()
+            ]
+        )
     )
-    out = {}
-    for col in ("category", "price", "position", "click"):
-        counts = {str(r[col]): r["count"] for r in rows.groupBy(col).count().collect()}
-        out[col] = counts
+    counts = df.select(stacked.alias("h")).groupBy("h.feature", "h.bin").count().collect()
+    out: dict[str, dict] = {name: {} for name in bins}
+    for r in counts:
+        out[r["feature"]][str(r["bin"])] = r["count"]
     return out
 
 
@@ -216,11 +225,11 @@ def validate_day(spark, ds: str, settings: Settings) -> dict:
     params = suite_parameters(cfg)
     results = run_suite("clean_events", events, params)
     results += run_suite("examples", examples, params)
-    n_examples = examples.count()
+    histograms = feature_histograms(examples)
+    n_examples = sum(histograms["click"].values())
 
     volume = volume_check(layout, ds, n_examples, cfg)
     quarantine = quarantine_check(read_json(layout.run_dir(ds) / "preprocess.json"), cfg)
-    histograms = feature_histograms(examples)
     previous_ds, previous = drift_reference(layout, ds)
     drift = drift_against(previous["histograms"], histograms) if previous else {}
     failures = [r for r in results if not r["success"]]
