@@ -23,7 +23,8 @@ Rules (documented in README, "Preprocessing rules"):
   missing, the type is unknown, the time cannot be parsed, lies more than
   ``future_slack_minutes`` after the end of the day, or more than ``max_late_days`` before
   its start, or the price or position is negative;
-* duplicates by ``event_id`` keep the earliest copy; late events (stamped before the logical
+* duplicates by ``event_id`` keep the earliest copy (by event time, then file name, then the
+  line first delivered); late events (stamped before the logical
   day but within ``max_late_days``) are kept in the day they arrive unless an event with the
   same id was already cleaned on an earlier day, in which case they count as duplicates;
 * labels: an impression is clicked (purchased) when a click (purchase) with the same
@@ -192,17 +193,25 @@ def read_json_lines(spark, path: Path, fields):
         F.input_file_name().alias("source_file"),
         F.monotonically_increasing_id().alias(LINE),  # the delivery's order, before a shuffle
     )
-    # A day often arrives as one .gz file, which Spark reads in one task. Reading the text is
-    # cheap; parsing it is not: spread the lines over every core before parsing.
-    cores = spark.sparkContext.defaultParallelism
-    if lines.rdd.getNumPartitions() < cores:
-        lines = lines.repartition(cores, "value")
     df = (
-        lines.filter(~F.col("value").rlike(r"^\s*$"))
+        spread_over_cores(spark, lines)
+        .filter(~F.col("value").rlike(r"^\s*$"))
         .select(F.from_json("value", _schema(fields), options).alias("_row"), "source_file", LINE)
         .select("_row.*", "source_file", LINE)
     )
     return df
+
+
+def spread_over_cores(spark, lines):
+    """``lines`` in at least as many partitions as Spark has cores.
+
+    A day often arrives as one .gz file, which Spark reads in one task: reading the text is
+    cheap, parsing it is not, so the lines are hash-partitioned by their text before parsing.
+    """
+    cores = spark.sparkContext.defaultParallelism
+    if lines.rdd.getNumPartitions() >= cores:
+        return lines
+    return lines.repartition(cores, "value")
 
 
 def read_previous_event_ids(spark, layout: Layout, ds: str, days: int):
@@ -532,6 +541,7 @@ class _Steps:
 
 
 def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: StagedWrites) -> dict:
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
     cfg = settings.preprocess
@@ -616,13 +626,16 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
     # events then update the state for tomorrow.
     previous = read_state(spark, layout, ds)
     examples = build_examples(labelled, state, cfg, ds, previous)
-    examples = staged.read(spark, staged.write(examples, layout.examples(ds), 2))
-    stats = examples.groupBy("split").agg(
-        F.count("*").alias("n"), F.sum(features.LABEL).alias("clicks")
+    # Counted while written (an observation), not by reading the files again.
+    seen = Observation(f"examples {ds}")
+    examples = examples.observe(
+        seen,
+        F.count(F.lit(1)).alias("n"),
+        F.sum((F.col("split") == "holdout").cast("long")).alias("holdout"),
+        F.sum(features.LABEL).alias("clicks"),
     )
-    split_counts = {r["split"]: (r["n"], r["clicks"] or 0) for r in stats.collect()}
-    n_examples = sum(n for n, _ in split_counts.values())
-    clicks = sum(c for _, c in split_counts.values())
+    staged.write(examples, layout.examples(ds), 2)
+    n_examples, n_holdout, clicks = (seen.get[k] or 0 for k in ("n", "holdout", "clicks"))
     steps.done("examples")
 
     today = update_state(previous, day_counts(clean, state, ds), cfg.feature_half_life_days)
@@ -645,8 +658,8 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
         "catalog_items": state.count(),
         "labels_from": "impressions" if has_impressions else "sampled_negatives",
         "examples": n_examples,
-        "train_examples": split_counts.get("train", (0, 0))[0],
-        "holdout_examples": split_counts.get("holdout", (0, 0))[0],
+        "train_examples": n_examples - n_holdout,
+        "holdout_examples": n_holdout,
         "click_rate": clicks / n_examples if n_examples else 0.0,
         "examples_path": str(layout.examples(ds)),
         "step_seconds": steps.seconds,

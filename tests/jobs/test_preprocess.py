@@ -106,6 +106,9 @@ def test_quarantine_dedupe_labels_and_reconciled_counts(spark, settings):
     assert ex.loc[("r1", "i1"), "user_bucket"] == features.hash_bucket("user", "u1")
     assert ex.loc[("r1", "i3"), "position"] == pytest.approx(3 / features.MAX_POSITION)
     assert set(ex["split"]) <= {"train", "holdout"}
+    assert s["holdout_examples"] == (ex["split"] == "holdout").sum()
+    assert s["train_examples"] == (ex["split"] == "train").sum()
+    assert s["click_rate"] == pytest.approx(ex[features.LABEL].mean())
     assert list(pd.read_parquet(layout.examples(DS)).columns) == list(features.EXAMPLE_SCHEMA)
 
 
