@@ -17,7 +17,7 @@ export GIT_PYTHON_REFRESH := quiet
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup java demo test lint format soak bench bench-compression bench-training bench-preprocess \
-	bench-freshness chaos up down clean
+	bench-freshness bench-ids chaos up down clean
 setup: java $(VENV)/.installed
 
 java:
@@ -60,7 +60,7 @@ down:
 
 # Benchmarks write JSON (and plots) under var/bench/; `make bench` runs them all (hours:
 # the freshness run alone takes about 2 h on 2 cores), or run one at a time.
-bench: bench-compression bench-training bench-preprocess bench-freshness
+bench: bench-compression bench-training bench-preprocess bench-freshness bench-ids
 
 bench-compression: setup
 	$(BIN)/python -m models.bench --out var/bench
@@ -73,6 +73,9 @@ bench-preprocess: setup
 
 bench-freshness: setup
 	$(BIN)/python -m models.bench_freshness --out var/bench
+
+bench-ids: setup
+	$(BIN)/python -m models.bench_ids --out var/bench
 
 lint: setup
 	$(BIN)/ruff check .

@@ -128,14 +128,15 @@ def xxh64(data: bytes, seed: int = SPARK_HASH_SEED) -> int:
     return h - (1 << 64) if h >= 1 << 63 else h
 
 
-def hash_bucket(name: str, value) -> int:
-    """Bucket of ``value`` for feature ``name``; 0 for a missing value."""
+def hash_bucket(name: str, value, buckets: int | None = None) -> int:
+    """Bucket of ``value`` for feature ``name``; 0 for a missing value. ``buckets``: the
+    table size, when not the feature's own (``ID_FEATURES``)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return 0
     value = normalize_query(value) if name == "query" else str(value)
     if not value:
         return 0
-    buckets = ID_FEATURES[name][1]
+    buckets = buckets or ID_FEATURES[name][1]
     return 1 + xxh64(f"{name}:{value}".encode()) % (buckets - 1)
 
 

@@ -26,7 +26,11 @@ def keras():
 
 
 def build_ranker(
-    embedding_dim: int = 16, hidden_units=(64, 32), seed: int = 7, cross_layers: int = 2
+    embedding_dim: int = 16,
+    hidden_units=(64, 32),
+    seed: int = 7,
+    cross_layers: int = 2,
+    table_sizes: dict[str, int] | None = None,
 ):
     """Hashed-id embeddings + dense features -> DCN-v2 cross layers -> MLP -> click probability.
 
@@ -38,11 +42,14 @@ def build_ranker(
             Wang et al. 2021), which learn explicit feature interactions such as user x
             category; 0 gives a plain MLP. Built from standard Dense/Multiply/Add layers, so
             pruning and int8 TFLite conversion need nothing custom.
+        table_sizes: rows of an id feature's embedding table, where it is not the number of
+            hash buckets in ``features.ID_FEATURES`` (``models.bench_ids`` compares tables).
     """
     k = keras()
     k.utils.set_random_seed(seed)
     inputs, parts = {}, []
     for name, (_, buckets) in features.ID_FEATURES.items():
+        buckets = (table_sizes or {}).get(name, buckets)
         col = features.id_column(name)
         inputs[col] = k.Input(shape=(1,), dtype="int32", name=col)
         emb = k.layers.Embedding(buckets, embedding_dim, name=f"{name}_embedding")(inputs[col])
