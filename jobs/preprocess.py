@@ -272,9 +272,7 @@ def mark_duplicates(tagged, previous_ids=None):
 
     valid = F.col("reason").isNull()
     # Valid rows first, so a valid row's rank counts only the valid copies before it.
-    order = Window.partitionBy("event_id").orderBy(
-        valid.desc(), "event_ts", "source_file", LINE
-    )
+    order = Window.partitionBy("event_id").orderBy(valid.desc(), "event_ts", "source_file", LINE)
     ranked = tagged.withColumn("_rank", F.row_number().over(order))
     repeated = F.col("_rank") > 1
     if previous_ids is not None:
@@ -355,9 +353,7 @@ def label_impressions(events):
     shown = kind == "impression"
     only_shown = lambda c: F.when(shown, F.col(c))  # noqa: E731 - impression's own values
     return (
-        events.filter(
-            F.col("request_id").isNotNull() & kind.isin("impression", *POSITIVE_TYPES)
-        )
+        events.filter(F.col("request_id").isNotNull() & kind.isin("impression", *POSITIVE_TYPES))
         .groupBy("request_id", "item_id")
         .agg(
             F.max(shown).alias("_shown"),

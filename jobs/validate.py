@@ -104,8 +104,11 @@ def _run_suite(name: str, df, params: dict, result_format: str):
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
     suite = context.suites.add(load_suite(name))
+    # persist=False: by default GE caches the whole frame (deserialized, every column) before
+    # computing anything, and never releases it. Reading Parquet, each metric query reads
+    # only its columns: about half the time on a 1M-row day, and no cache left behind.
     batch = (
-        context.data_sources.add_or_update_spark(name=f"spark_{name}")
+        context.data_sources.add_or_update_spark(name=f"spark_{name}", persist=False)
         .add_dataframe_asset(name=name)
         .add_batch_definition_whole_dataframe("whole")
     )

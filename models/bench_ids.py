@@ -3,6 +3,7 @@
 Run it with::
 
     python -m models.bench_ids --out var/bench                 # ~10 min on 2 cores
+    python -m models.bench_ids --out var/bench --quick         # ~2 min: a smoke run
     python -m models.bench_ids --out var/bench --data-root DIR # reuse processed days
 
 It needs days of examples: by default it simulates ``bootstrap_days + nights + 1`` days of
@@ -47,6 +48,8 @@ from jobs.settings import settings_under
 log = logging.getLogger(__name__)
 VARIANTS = ("hashing", "hashing_small", "growing_table")
 SMALL_BUCKETS = 1 << 10
+FULL = {"bootstrap_days": 7, "nights": 4, "requests_per_day": 20_000}
+QUICK = {"bootstrap_days": 2, "nights": 2, "requests_per_day": 2_000}
 GROWN = ("user", "item")  # the id features whose rows the variants map differently
 
 
@@ -151,7 +154,7 @@ class Variant:
             if not old:
                 continue
             weights = layer.get_weights()
-            for w, o in zip(weights, old):
+            for w, o in zip(weights, old, strict=True):
                 w[tuple(slice(0, n) for n in o.shape)] = o  # a grown table keeps its old rows
             layer.set_weights(weights)
         return new
@@ -225,7 +228,8 @@ def bench_ids(out: Path, data_root: Path | None, bootstrap_days: int, nights: in
         raise ValueError(
             f"{data_root}: {len(days)} processed days, need {bootstrap_days + nights + 1}"
         )
-    bootstrap, nightly_days = days[bootstrap_days - 1], days[bootstrap_days : bootstrap_days + nights]
+    bootstrap = days[bootstrap_days - 1]
+    nightly_days = days[bootstrap_days : bootstrap_days + nights]
     result: dict = {
         "data_root": str(data_root),
         "bootstrap_days": days[:bootstrap_days],
@@ -282,13 +286,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("var/bench"))
     parser.add_argument("--data-root", type=Path, help="processed days to reuse")
-    parser.add_argument("--bootstrap-days", type=int, default=7)
-    parser.add_argument("--nights", type=int, default=4)
-    parser.add_argument("--requests-per-day", type=int, default=20_000)
+    parser.add_argument("--quick", action="store_true", help="2 + 2 small days: a smoke run")
+    parser.add_argument("--bootstrap-days", type=int)
+    parser.add_argument("--nights", type=int)
+    parser.add_argument("--requests-per-day", type=int)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    plan = QUICK if args.quick else FULL
     result = bench_ids(
-        args.out, args.data_root, args.bootstrap_days, args.nights, args.requests_per_day
+        args.out,
+        args.data_root,
+        args.bootstrap_days or plan["bootstrap_days"],
+        args.nights or plan["nights"],
+        args.requests_per_day or plan["requests_per_day"],
     )
     print(result["summary"])
     print(f"wrote {args.out / 'new_ids.json'}")

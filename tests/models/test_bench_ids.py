@@ -33,7 +33,7 @@ def test_a_grown_table_keeps_every_trained_weight():
     assert np.abs(user[3:]).sum() > 0  # the new rows are initialised, not zero
     for layer in grown.layers:
         if layer.name != "user_embedding":
-            for w, o in zip(layer.get_weights(), old[layer.name]):
+            for w, o in zip(layer.get_weights(), old[layer.name], strict=True):
                 np.testing.assert_array_equal(w, o)
 
 
