@@ -24,7 +24,7 @@ user and item ids to embedding rows:
 
 Protocol: train from scratch on the first ``bootstrap_days`` days (``retrain_epochs``),
 then each night ``d`` fine-tune on day ``d`` plus the replay sample
-(:func:`models.train.load_training_frame`, strategy ``full``; a fresh Adam at
+(:func:`models.train.load_training_frame`, strategy ``full``; a fresh optimizer at
 ``finetune_learning_rate`` every night, for every variant alike) and score day ``d + 1``:
 AUC on all rows, on rows whose user (item) first appeared on night ``d`` (trained on once:
 "useful on their first day?") and on rows whose user (item) was never trained on (cold).

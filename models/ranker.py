@@ -9,6 +9,7 @@ Keras through it, inside functions, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def build_ranker(
 def compile_ranker(model, learning_rate: float):
     k = keras()
     model.compile(
-        optimizer=k.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=lazy_adam_class()(learning_rate=learning_rate),
         loss="binary_crossentropy",
         metrics=[k.metrics.AUC(name="auc")],
     )
@@ -85,7 +86,51 @@ def compile_ranker(model, learning_rate: float):
 
 
 def load_ranker(path: str | Path):
+    lazy_adam_class()  # registered, so a saved model's optimizer loads with it
     return keras().models.load_model(str(path))
+
+
+@functools.cache
+def lazy_adam_class():
+    """Adam that moves an embedding row, and that row's moments, only on the steps that
+    look the row up (as TensorFlow Addons' ``LazyAdam``).
+
+    Keras' Adam decays the moments of *every* row on every step and applies them, so a row
+    the day never looks up still drifts on the momentum it had in the champion's last steps
+    (measured: about 40% as far as the rows the day trains). With this one a fine-tune
+    moves exactly the rows of the users, items, brands, ... that are in its training rows;
+    dense layers are updated as by Adam. Saved with the model (``freshrank>LazyAdam``), so
+    a warm start carries it and its moments on. A champion saved with plain Adam keeps
+    that optimizer until its next retrain.
+    """
+    import tensorflow as tf
+
+    k = keras()
+
+    @k.saving.register_keras_serializable(package="freshrank")
+    class LazyAdam(k.optimizers.Adam):
+        def update_step(self, gradient, variable):
+            if not isinstance(gradient, tf.IndexedSlices):
+                return super().update_step(gradient, variable)
+            dtype = variable.dtype
+            step = tf.cast(self.iterations + 1, dtype)
+            beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+            lr = tf.cast(self.learning_rate, dtype)
+            alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+            key = self._var_key(variable)
+            m = self._momentums[self._index_dict[key]]
+            v = self._velocities[self._index_dict[key]]
+            # One gradient row per looked-up row: sum the rows a batch looks up repeatedly.
+            rows, where = tf.unique(gradient.indices)
+            grad = tf.math.unsorted_segment_sum(gradient.values, where, tf.shape(rows)[0])
+            m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * grad
+            v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(grad)
+            m.scatter_update(tf.IndexedSlices(m_rows, rows))
+            v.scatter_update(tf.IndexedSlices(v_rows, rows))
+            step_rows = alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon)
+            variable.scatter_sub(tf.IndexedSlices(step_rows, rows))
+
+    return LazyAdam
 
 
 # --- data -------------------------------------------------------------------------------

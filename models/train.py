@@ -13,7 +13,9 @@ Entry point: :func:`finetune` (also ``python -m models.train --ds 2026-11-20 --s
   layer move.
 
 Hashed ids mean a new user or item already has an embedding row on its first day; training
-on the day moves exactly the rows the day touched (embedding gradients are sparse).
+on the day moves exactly the embedding rows its training rows look up: the optimizer is
+:func:`models.ranker.lazy_adam_class` (Adam that leaves a row, and its moments, alone on a
+step that does not look it up).
 
 One training loop, :func:`fit_ranker`, serves both ways of running: in this process
 (``[train] workers = 1``) and in each worker of a ``tf.distribute.MultiWorkerMirroredStrategy``

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs import features
 from jobs.layout import Layout
 from models import ranker
 from models.compress import compress_model
@@ -61,6 +62,29 @@ def test_retrain_then_warm_start_learns_new_items_and_keeps_old(two_days):
     auc_new_before = auc(y2[new], m1.predict(new_x, verbose=0).ravel())
     auc_new_after = auc(y2[new], m2.predict(new_x, verbose=0).ravel())
     assert auc_new_after > auc_new_before + 0.03
+
+
+def test_a_fine_tune_moves_only_the_embedding_rows_its_rows_look_up(small_train_settings):
+    s = small_train_settings
+    train = dataclasses.replace(s.train, replay_days=0)  # the day only: items 0-99
+    layout = Layout(s.data_root)
+    write_day(layout, D1, make_examples(6000, seed=1, items=range(0, 200)))
+    write_day(layout, D2, make_examples(6000, seed=2, items=range(0, 100)))
+    d1 = finetune(None, layout, D1, layout.model_dir(D1), "retrain", train)
+    d2 = finetune(d1["model_path"], layout, D2, layout.model_dir(D2), "full", train)
+    m1, m2 = ranker.load_ranker(d1["model_path"]), ranker.load_ranker(d2["model_path"])
+    assert type(m2.optimizer).__name__ == "LazyAdam"  # carried over by the warm start
+    before = m1.get_layer("item_embedding").get_weights()[0]
+    after = m2.get_layer("item_embedding").get_weights()[0]
+
+    today = {features.hash_bucket("item", f"i{i}") for i in range(0, 100)}
+    yesterday_only = {features.hash_bucket("item", f"i{i}") for i in range(100, 200)} - today
+    assert len(yesterday_only) > 90
+    # Trained yesterday (so with momentum), not looked up today: not moved at all.
+    rows = sorted(yesterday_only)
+    np.testing.assert_array_equal(after[rows], before[rows])
+    moved = np.abs(after - before).sum(axis=1) > 0
+    assert set(np.flatnonzero(moved)) == today
 
 
 def test_light_strategy_freezes_the_mlp(two_days):
