@@ -75,14 +75,34 @@ def build_ranker(
     return k.Model(inputs=inputs, outputs=out, name="ranker")
 
 
-def compile_ranker(model, learning_rate: float):
+def compile_ranker(model, learning_rate: float | None = None, optimizer=None):
+    """Compile for training: a new lazy Adam at ``learning_rate``, or ``optimizer``."""
     k = keras()
     model.compile(
-        optimizer=lazy_adam_class()(learning_rate=learning_rate),
+        optimizer=optimizer or lazy_adam_class()(learning_rate=learning_rate),
         loss="binary_crossentropy",
         metrics=[k.metrics.AUC(name="auc")],
     )
     return model
+
+
+def with_lazy_adam(model):
+    """``model`` with its optimizer a lazy Adam (:func:`lazy_adam_class`), moments and step
+    count kept: a champion saved with Keras' Adam (before FreshRank used the lazy one)
+    switches on its next warm start instead of waiting for a retrain."""
+    old = model.optimizer
+    lazy_type = lazy_adam_class()
+    if isinstance(old, lazy_type):
+        return model
+    if type(old).__name__ != "Adam":
+        raise TypeError(f"cannot carry the state of a {type(old).__name__} optimizer over")
+    lazy = lazy_type.from_config(old.get_config())
+    lazy.build(model.trainable_variables)
+    if len(old.variables) != len(lazy.variables):
+        raise ValueError("the saved optimizer's state does not match the model's weights")
+    for new, value in zip(lazy.variables, old.variables, strict=True):
+        new.assign(value)
+    return compile_ranker(model, optimizer=lazy)
 
 
 def load_ranker(path: str | Path):
@@ -100,8 +120,8 @@ def lazy_adam_class():
     (measured: about 40% as far as the rows the day trains). With this one a fine-tune
     moves exactly the rows of the users, items, brands, ... that are in its training rows;
     dense layers are updated as by Adam. Saved with the model (``freshrank>LazyAdam``), so
-    a warm start carries it and its moments on. A champion saved with plain Adam keeps
-    that optimizer until its next retrain.
+    a warm start carries it and its moments on; a champion saved with Keras' Adam is
+    switched over, state kept, on its next warm start (:func:`with_lazy_adam`).
     """
     import tensorflow as tf
 

@@ -196,6 +196,7 @@ def prepare_model(base_model, strategy: str, cfg: TrainSettings):
         # Freezing needs a recompile, which starts a fresh optimizer for the light step.
         return ranker.compile_ranker(model, cfg.finetune_learning_rate)
     # Keep Adam's moments from the champion; only the step size changes.
+    model = ranker.with_lazy_adam(model)
     model.optimizer.learning_rate.assign(cfg.finetune_learning_rate)
     return model
 

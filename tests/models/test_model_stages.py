@@ -87,6 +87,28 @@ def test_a_fine_tune_moves_only_the_embedding_rows_its_rows_look_up(small_train_
     assert set(np.flatnonzero(moved)) == today
 
 
+def test_a_champion_saved_with_keras_adam_switches_to_lazy_adam_keeping_its_state(
+    two_days, tmp_path
+):
+    s, layout = two_days
+    k = ranker.keras()
+    model = ranker.build_ranker(8, (16, 8))
+    model.compile(optimizer=k.optimizers.Adam(0.01), loss="binary_crossentropy")
+    df = ranker.read_examples([layout.examples(D1)], "train")
+    model.fit(ranker.to_inputs(df), ranker.labels(df), batch_size=256, epochs=1, verbose=0)
+    path = tmp_path / "adam.keras"
+    model.save(path)
+
+    old = ranker.load_ranker(path).optimizer
+    switched = ranker.with_lazy_adam(ranker.load_ranker(path)).optimizer
+    assert type(old).__name__ == "Adam" and type(switched).__name__ == "LazyAdam"
+    assert int(switched.iterations.numpy()) == int(old.iterations.numpy()) > 0
+    for new, saved in zip(switched.variables, old.variables, strict=True):
+        np.testing.assert_array_equal(new.numpy(), saved.numpy())
+    d2 = finetune(str(path), layout, D2, layout.model_dir(D2), "full", s.train)
+    assert type(ranker.load_ranker(d2["model_path"]).optimizer).__name__ == "LazyAdam"
+
+
 def test_light_strategy_freezes_the_mlp(two_days):
     s, layout = two_days
     d1 = finetune(None, layout, D1, layout.model_dir(D1), "retrain", s.train)
