@@ -76,11 +76,12 @@ class Vocabulary:
         return pd.Series(ids).map(self.rows).fillna(0).to_numpy(np.int32)
 
 
-def small_bucket(name: str, ids) -> np.ndarray:
-    """Buckets of ``ids`` in a table of :data:`SMALL_BUCKETS` rows (the production hash)."""
+def hashed(name: str, ids, buckets: int | None = None) -> np.ndarray:
+    """Buckets of ``ids`` under the production hash, in a table of ``buckets`` rows (the
+    feature's own size by default)."""
     import pandas as pd
 
-    table = {v: features.hash_bucket(name, v, SMALL_BUCKETS) for v in pd.unique(ids)}
+    table = {v: features.hash_bucket(name, v, buckets) for v in pd.unique(ids)}
     return pd.Series(ids).map(table).to_numpy(np.int32)
 
 
@@ -98,8 +99,7 @@ class Variant:
 
     def __init__(self, name: str, cfg) -> None:
         self.name, self.cfg, self.model = name, cfg, None
-        self.vocab = {n: Vocabulary() for n in GROWN}
-        self.seen: dict[str, set] = {n: set() for n in GROWN}
+        self.vocab = {n: Vocabulary() for n in GROWN}  # every variant records the ids it saw
 
     def rows(self, df):
         """Model inputs of ``df`` under this variant."""
@@ -110,10 +110,14 @@ class Variant:
             ids = df[features.ID_FEATURES[name][0]].to_numpy(object)
             col = features.id_column(name)
             if self.name == "hashing_small":
-                x[col] = small_bucket(name, ids).reshape(-1, 1)
+                x[col] = hashed(name, ids, SMALL_BUCKETS).reshape(-1, 1)
             elif self.name == "growing_table":
                 x[col] = self.vocab[name].lookup(ids).reshape(-1, 1)
         return x
+
+    def seen(self, name: str) -> set:
+        """The ``name`` ids trained on so far."""
+        return set(self.vocab[name].rows)
 
     def table_sizes(self) -> dict[str, int]:
         if self.name == "hashing_small":
@@ -128,9 +132,7 @@ class Variant:
 
         started = time.perf_counter()
         for name in GROWN:
-            ids = df[features.ID_FEATURES[name][0]]
-            self.vocab[name].grow(ids)
-            self.seen[name].update(ids)
+            self.vocab[name].grow(df[features.ID_FEATURES[name][0]])
         self.model = self._grown()
         ranker.compile_ranker(self.model, learning_rate)
         self.model.fit(
@@ -164,11 +166,9 @@ class Variant:
             return {n: 0.0 for n in GROWN}
         out = {}
         for name in GROWN:
-            ids = np.array(sorted(self.seen[name]), dtype=object)
-            if self.name == "hashing_small":
-                buckets = small_bucket(name, ids)
-            else:
-                buckets = np.array([features.hash_bucket(name, v) for v in ids])
+            ids = np.array(sorted(self.seen(name)), dtype=object)
+            size = SMALL_BUCKETS if self.name == "hashing_small" else None
+            buckets = hashed(name, ids, size)
             out[name] = round(shared_share(ids, buckets), 4)
         return out
 
@@ -185,7 +185,7 @@ def scored(variant: Variant, df, first_day: dict[str, set]) -> dict:
         ids = df[features.ID_FEATURES[name][0]]
         groups = {
             f"first_day_{name}s": ids.isin(first_day[name]).to_numpy(),
-            f"cold_{name}s": (~ids.isin(variant.seen[name])).to_numpy(),
+            f"cold_{name}s": (~ids.isin(variant.seen(name))).to_numpy(),
         }
         for key, mask in groups.items():
             out[key] = auc(y[mask], p[mask]) if mask.sum() >= 200 else None
@@ -244,10 +244,10 @@ def bench_ids(out: Path, data_root: Path | None, bootstrap_days: int, nights: in
         seconds = variant.train(boot, cfg.retrain_epochs, cfg.learning_rate)
         record = {"bootstrap_seconds": round(seconds, 1), "nights": []}
         for ds in nightly_days:
-            before = {n: set(variant.seen[n]) for n in GROWN}
+            before = {n: variant.seen(n) for n in GROWN}
             day, _ = train.load_training_frame(layout, ds, "full", cfg)
             seconds = variant.train(day, cfg.full_epochs, cfg.finetune_learning_rate)
-            first_day = {n: variant.seen[n] - before[n] for n in GROWN}
+            first_day = {n: variant.seen(n) - before[n] for n in GROWN}
             eval_ds = days[days.index(ds) + 1]
             rows = ranker.read_examples([layout.examples(eval_ds)])
             night = {"ds": ds, "eval_ds": eval_ds, "train_seconds": round(seconds, 1)}

@@ -39,7 +39,7 @@ def test_a_grown_table_keeps_every_trained_weight():
 
 def test_small_table_uses_the_production_hash_with_fewer_buckets():
     ids = np.array(["u1", "u2", "u1", "u99"], dtype=object)
-    buckets = bench_ids.small_bucket("user", ids)
+    buckets = bench_ids.hashed("user", ids, bench_ids.SMALL_BUCKETS)
     expected = [features.hash_bucket("user", v, bench_ids.SMALL_BUCKETS) for v in ids]
     assert buckets.tolist() == expected
     assert buckets[0] == buckets[2]
@@ -47,6 +47,7 @@ def test_small_table_uses_the_production_hash_with_fewer_buckets():
     assert features.hash_bucket("user", "u1") == features.hash_bucket(
         "user", "u1", features.ID_FEATURES["user"][1]
     )
+    assert bench_ids.hashed("user", ids).tolist() == [features.hash_bucket("user", v) for v in ids]
 
 
 def test_shared_share_counts_ids_whose_bucket_holds_another_id():
