@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 
 CORRUPT = "_corrupt_record"
 LINE = "_line"  # increases with the line's place in the delivery
+# Clean event columns whose values (nearly) never repeat: no Parquet dictionary for them.
+UNIQUE_EVENT_COLUMNS = ("event_id", "session_id", "request_id")
 
 
 # Fields no record can do without: a file whose lines never carry one of them (a renamed or
@@ -282,6 +284,17 @@ def mark_duplicates(tagged, previous_ids=None):
     return ranked.withColumn("duplicate", valid & repeated).drop("_rank", "_seen")
 
 
+def keep_raw_for_quarantine(marked):
+    """Null the raw ``event_time`` text and ``source_file`` of valid rows: only quarantined
+    rows keep them (to show what arrived, from where). The cached frame is then smaller."""
+    from pyspark.sql import functions as F
+
+    bad = F.col("reason").isNotNull()
+    return marked.withColumn("event_time", F.when(bad, F.col("event_time"))).withColumn(
+        "source_file", F.when(bad, F.col("source_file"))
+    )
+
+
 def clean_event_columns(clean, ds: str):
     from pyspark.sql import functions as F
 
@@ -469,10 +482,16 @@ class StagedWrites:
     def __init__(self) -> None:
         self.pending: list[tuple[Path, Path]] = []
 
-    def write(self, df, final: Path, partitions: int | None = None) -> Path:
-        """Write ``df`` aside for ``final``; returns the staging path (to read it back)."""
+    def write(self, df, final: Path, partitions: int | None = None, plain=()) -> Path:
+        """Write ``df`` aside for ``final``; returns the staging path (to read it back).
+
+        ``plain`` names columns of (nearly) unique values, such as ids, written without a
+        Parquet dictionary: building one costs time for no gain in size.
+        """
         tmp = staging_dir(final)
-        (df.coalesce(partitions) if partitions else df).write.mode("overwrite").parquet(str(tmp))
+        options = {f"parquet.enable.dictionary#{c}": "false" for c in plain}
+        out = df.coalesce(partitions) if partitions else df
+        out.write.options(**options).mode("overwrite").parquet(str(tmp))
         self.pending.append((tmp, final))
         return tmp
 
@@ -548,7 +567,7 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
     raw = read_json_lines(spark, layout.raw_events(ds), EVENT_FIELDS)
     tagged = quarantine_reason_events(raw, ds, cfg)
     previous_ids = read_previous_event_ids(spark, layout, ds, cfg.max_late_days)
-    marked = mark_duplicates(tagged, previous_ids).cache()
+    marked = keep_raw_for_quarantine(mark_duplicates(tagged, previous_ids)).cache()
     is_clean = F.col("reason").isNull() & ~F.col("duplicate")
     late = is_clean & (F.to_date("event_ts") < F.lit(ds).cast("date"))
     counts = (
@@ -569,13 +588,11 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
     steps.done("parse_dedupe_count")
 
     quarantine_cols = ["reason", "source_file", CORRUPT] + [n for n, _ in EVENT_FIELDS]
-    bad_path = staged.write(
-        marked.filter(F.col("reason").isNotNull()).select(*quarantine_cols),
-        layout.quarantine_events(ds),
-        1,
-    )
+    # One file, gathered by a (small) shuffle: coalesce(1) would scan every row in one task.
+    bad = marked.filter(F.col("reason").isNotNull()).select(*quarantine_cols).repartition(1)
+    bad_path = staged.write(bad, layout.quarantine_events(ds))
     clean = clean_event_columns(marked.filter(is_clean), ds)
-    clean_path = staged.write(clean, layout.clean_events(ds))
+    clean_path = staged.write(clean, layout.clean_events(ds), plain=UNIQUE_EVENT_COLUMNS)
     # Reconcile what was written (Parquet footers) with what was read, before any publish.
     written = {
         "clean": staged.read(spark, clean_path).count(),
@@ -587,7 +604,6 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
             f"row counts do not reconcile for {ds}: {rows_in} rows in; written {written}, "
             f"{n_dupes} duplicates; expected clean {n_clean}, quarantined {n_bad}"
         )
-    clean = staged.read(spark, clean_path)  # the day's events from here on, from disk
     steps.done("write_events")
 
     # Catalog: previous snapshot + today's valid changes.
