@@ -358,16 +358,22 @@ def label_impressions(events):
     """One row per shown (request, item) with click/purchase labels from the same request.
 
     One aggregation over (request_id, item_id) gives both what was shown and what followed
-    it: one pass and one shuffle, no join of impressions with outcomes.
+    it: one pass and one shuffle, no join of impressions with outcomes. The rows are shuffled
+    and sorted by the key before it: the aggregation keeps strings (user, query), so Spark
+    sorts for it, and sorting once beats a partial aggregation (which would sort, and
+    hardly merges rows: a (request, item) has one impression) then a final one.
     """
     from pyspark.sql import functions as F
 
     kind = F.col("event_type")
     shown = kind == "impression"
     only_shown = lambda c: F.when(shown, F.col(c))  # noqa: E731 - impression's own values
+    keys = ["request_id", "item_id"]
     return (
         events.filter(F.col("request_id").isNotNull() & kind.isin("impression", *POSITIVE_TYPES))
-        .groupBy("request_id", "item_id")
+        .repartition(*keys)
+        .sortWithinPartitions(*keys)
+        .groupBy(*keys)
         .agg(
             F.max(shown).alias("_shown"),
             F.first(only_shown("user_id"), ignorenulls=True).alias("user_id"),
@@ -646,7 +652,7 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
         F.sum((F.col("split") == "holdout").cast("long")).alias("holdout"),
         F.sum(features.LABEL).alias("clicks"),
     )
-    staged.write(examples, layout.examples(ds), 2)
+    staged.write(examples, layout.examples(ds), 2, plain=("request_id",))
     n_examples, n_holdout, clicks = (seen.get[k] or 0 for k in ("n", "holdout", "clicks"))
     steps.done("examples")
 
