@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from jobs import features
@@ -96,6 +97,18 @@ def test_quarantine_dedupe_labels_and_reconciled_counts(spark, settings):
     quarantine = pd.read_parquet(layout.quarantine_events(DS))
     assert len(quarantine) == s["quarantined"]
     assert quarantine["_corrupt_record"].notna().sum() == 2  # raw text kept for malformed lines
+    assert quarantine["source_file"].str.endswith(".jsonl").all()  # where each row came from
+    assert "yesterday-ish" in set(quarantine["event_time"])  # the time as it arrived
+    # Unique ids are written without a Parquet dictionary, repeated values with one.
+    chunks = {}
+    for part in layout.clean_events(DS).glob("*.parquet"):
+        meta = pq.ParquetFile(part).metadata
+        for g in range(meta.num_row_groups):
+            for c in range(meta.num_columns):
+                chunk = meta.row_group(g).column(c)
+                chunks.setdefault(chunk.path_in_schema, set()).add(chunk.has_dictionary_page)
+    assert chunks["event_id"] == chunks["request_id"] == {False}
+    assert True in chunks["event_type"]  # (a chunk of 1-2 rows may not pay for one)
 
     ex = pd.read_parquet(layout.examples(DS)).set_index(["request_id", "item_id"])
     assert len(ex) == 4 == s["examples"]
