@@ -107,7 +107,6 @@ def timed(fn, *args):
 def measure_day(spark, root: Path, events: int, driver_memory: str | None, say) -> dict:
     """Generate one day of about ``events`` events, then time floor, preprocess, validate."""
     from jobs.preprocess import preprocess_day
-    from jobs.validate import DataValidationError, validate_day
 
     settings = settings_for(root, driver_memory)
     stats, gen_seconds = timed(
@@ -122,12 +121,7 @@ def measure_day(spark, root: Path, events: int, driver_memory: str | None, say) 
     say(
         f"{stats['events']:,} events: preprocess {pre_seconds:.1f} s ({pre['examples']:,} examples)"
     )
-    started = time.perf_counter()
-    try:
-        success, problems = validate_day(spark, START, settings)["success"], []
-    except DataValidationError as exc:  # timed all the same; the report says it failed
-        success, problems = False, [str(exc)]
-    val_seconds = time.perf_counter() - started
+    (success, problems), val_seconds = timed(validate_or_fail, spark, START, settings)
     say(f"{stats['events']:,} events: validate {val_seconds:.1f} s (success {success})")
     # The same day once more, as the floor is timed: on its second run (information only,
     # the targets use the first run above).
@@ -158,14 +152,15 @@ def measure_day(spark, root: Path, events: int, driver_memory: str | None, say) 
     }
 
 
-def validate_or_fail(spark, ds: str, settings) -> bool:
-    """Validate ``ds``; False instead of the exception when the data fails (still timed)."""
+def validate_or_fail(spark, ds: str, settings) -> tuple[bool, list[str]]:
+    """Validate ``ds``: (success, problems). A day that fails validation is timed all the
+    same; the report says why it failed instead of the exception stopping the bench."""
     from jobs.validate import DataValidationError, validate_day
 
     try:
-        return validate_day(spark, ds, settings)["success"]
-    except DataValidationError:
-        return False
+        return validate_day(spark, ds, settings)["success"], []
+    except DataValidationError as exc:
+        return False, [str(exc)]
 
 
 def warm_up(spark, root: Path, driver_memory: str | None) -> dict:
