@@ -35,7 +35,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/python -m jobs.demo --reset --days $(DAYS)
+	$(BIN)/python -m ops.demo --reset --days $(DAYS)
 
 test: setup lint
 	$(BIN)/python -m pytest
@@ -43,14 +43,14 @@ test: setup lint
 # Reliability: spoiled deliveries through preprocess + validate, then faults (kill -9, full
 # disk, registry down), each against its documented outcome (var/chaos/{chaos,faults}.md).
 chaos: setup
-	$(BIN)/python -m jobs.chaos --out var/chaos
-	$(BIN)/python -m jobs.faults --out var/chaos
+	$(BIN)/python -m ops.chaos --out var/chaos
+	$(BIN)/python -m ops.faults --out var/chaos
 
 # A long soak: NIGHTS simulated nights in a row through the real scheduler (about a minute
 # each), with disk and memory per night in var/bench/soak.json.
 NIGHTS ?= 30
 soak: setup
-	$(BIN)/python -m jobs.soak --nights $(NIGHTS) --out var/bench/soak.json
+	$(BIN)/python -m ops.soak --nights $(NIGHTS) --out var/bench/soak.json
 
 up: setup
 	scripts/up.sh
@@ -63,19 +63,19 @@ down:
 bench: bench-compression bench-training bench-preprocess bench-freshness bench-ids
 
 bench-compression: setup
-	$(BIN)/python -m models.bench --out var/bench
+	$(BIN)/python -m benchmarks.compression --out var/bench
 
 bench-training: setup
-	$(BIN)/python -m models.bench_training --out var/bench
+	$(BIN)/python -m benchmarks.training --out var/bench
 
 bench-preprocess: setup
-	$(BIN)/python -m jobs.bench_preprocess --out var/bench
+	$(BIN)/python -m benchmarks.preprocess --out var/bench
 
 bench-freshness: setup
-	$(BIN)/python -m models.bench_freshness --out var/bench
+	$(BIN)/python -m benchmarks.freshness --out var/bench
 
 bench-ids: setup
-	$(BIN)/python -m models.bench_ids --out var/bench
+	$(BIN)/python -m benchmarks.ids --out var/bench
 
 lint: setup
 	$(BIN)/ruff check .

@@ -23,14 +23,14 @@ the day that just ended), it
 **Schedule**: `@daily` (catchup off; backfill with `airflow backfill create --dag-id
 freshrank_nightly --from-date ... --to-date ...`), *or* whenever a delivery announces a day
 with an event on asset `freshrank_raw_delta` carrying `extra={"ds": "YYYY-MM-DD"}`
-(`python -m jobs.announce --ds ...`). `FRESHRANK_SCHEDULE` in the scheduler's environment
+(`python -m ops.announce --ds ...`). `FRESHRANK_SCHEDULE` in the scheduler's environment
 replaces `@daily` (a cron expression or preset; `none`: asset events and manual runs only).
 
 **Params**: `ds` processes another day than the logical date; `strategy` forces a strategy;
 `dry_run` trains and evaluates but never promotes; `workers` sets the number of training
 processes (tf.distribute). Every stage writes `runs/dt=<ds>/<stage>.json` under the data
 root; a failure writes `runs/dt=<ds>/failure.json` and an MLflow run tagged
-`status=failed`. Logic lives in `jobs/nightly.py`; this file only wires tasks.
+`status=failed`. Logic lives in `pipeline/nightly.py`; this file only wires tasks.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ RAW_DELTA = Asset("freshrank_raw_delta")
 
 def _record_failure(context) -> None:
     """Failure callback: the failed stage and reason go to the run summary and MLflow."""
-    from jobs.nightly import record_failure
+    from pipeline.nightly import record_failure
 
     ti = context["ti"]
     day = ti.xcom_pull(task_ids="resolve_day") if ti.task_id != "resolve_day" else None
@@ -86,7 +86,7 @@ def _settings():
     by `[preprocess] spark_conn_id` when that is set (e.g. `spark_default`)."""
     import dataclasses
 
-    from jobs.settings import load_settings
+    from core.settings import load_settings
 
     settings = load_settings()
     conn_id = settings.preprocess.spark_conn_id
@@ -136,7 +136,7 @@ def _settings():
 def freshrank_nightly():
     @task
     def resolve_day(ds=None, params=None, triggering_asset_events=None) -> str:
-        from jobs.nightly import resolve_day as pick
+        from pipeline.nightly import resolve_day as pick
 
         announced = [
             (event.extra or {}).get("ds")
@@ -147,20 +147,20 @@ def freshrank_nightly():
 
     @task.sensor(poke_interval=300, timeout=6 * 3600, mode="reschedule")
     def wait_for_delta(day: str) -> bool:
-        from jobs.nightly import delta_ready
+        from pipeline.nightly import delta_ready
 
         return delta_ready(day, _settings())
 
     @task
     def preprocess(day: str) -> dict:
-        from jobs import nightly
+        from pipeline import nightly
 
         return nightly.preprocess(day, _settings())
 
     @task(retries=0)
     def validate(day: str) -> dict:
-        from jobs import nightly
         from jobs.validate import DataValidationError
+        from pipeline import nightly
 
         try:
             return nightly.validate(day, _settings())
@@ -169,39 +169,39 @@ def freshrank_nightly():
 
     @task.branch
     def choose_strategy(day: str, params=None):
-        from jobs import nightly
+        from pipeline import nightly
 
         decision = nightly.choose_strategy(day, _settings(), (params or {}).get("strategy"))
         return [] if decision["strategy"] == "skip" else ["fine_tune"]
 
     @task
     def fine_tune(day: str, params=None) -> dict:
-        from jobs import nightly
+        from pipeline import nightly
 
         return nightly.fine_tune(day, _settings(), (params or {}).get("workers"))
 
     @task
     def compress(day: str) -> dict:
-        from jobs import nightly
+        from pipeline import nightly
 
         return nightly.compress(day, _settings())
 
     @task
     def evaluate(day: str) -> dict:
-        from jobs import nightly
+        from pipeline import nightly
 
         return nightly.evaluate(day, _settings())
 
     @task
     def register(day: str, params=None) -> dict:
-        from jobs import nightly
+        from pipeline import nightly
 
         return nightly.register(day, _settings(), bool((params or {}).get("dry_run")))
 
     # Also after a skipped night; never after a failed one (its outputs may be needed).
     @task(trigger_rule="none_failed")
     def cleanup(day: str) -> dict:
-        from jobs import nightly
+        from pipeline import nightly
 
         return nightly.cleanup(day, _settings())
 

@@ -42,7 +42,7 @@ DEFAULT_ARGS = {"owner": "freshrank", "retries": 2, "retry_delay": dt.timedelta(
 def freshrank_rollback():
     @task
     def rollback(params=None) -> dict:
-        from jobs.settings import load_settings
+        from core.settings import load_settings
         from models.registry import rollback as move_back
 
         settings = load_settings()

@@ -17,9 +17,9 @@ weighs less than yesterday's.
 processed day *before* ``ds`` (decayed to the start of ``ds``), never with ``ds``'s own
 state: a day's examples only see what was known before the day began, as at serving time.
 An id absent from that state is new: its features take the neutral values in
-``jobs.features.STATE_DEFAULTS`` and the ``*_is_new`` flags are 1.
+``core.features.STATE_DEFAULTS`` and the ``*_is_new`` flags are 1.
 
-The dense features built from it (all scaled into [0, 1], names in ``jobs.features``):
+The dense features built from it (all scaled into [0, 1], names in ``core.features``):
 smoothed item CTR, item popularity and purchases (log-scaled), item age, smoothed user
 CTR, user activity, the user's affinity to the item's category, days since the user was
 last seen, and the two new-id flags.
@@ -30,8 +30,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from jobs import features
-from jobs.contract import POSITIVE_TYPES
+from core import features
+from core.contract import POSITIVE_TYPES
 
 TABLES = ("item_stats", "user_stats", "user_category")
 LOG_SCALE = math.log1p(10_000.0)  # log1p(count) / LOG_SCALE is about 1 for 10k events

@@ -96,8 +96,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.contract import EVENT_FIELDS, ITEM_NAMES
-from jobs.layout import Layout, check_ds, publish_dir, staging_dir, write_json
+from core.contract import EVENT_FIELDS, ITEM_NAMES
+from core.layout import Layout, check_ds, publish_dir, staging_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -670,7 +670,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", help="settings file (default freshrank.toml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from jobs.settings import load_settings
+    from core.settings import load_settings
     from jobs.spark import get_spark
 
     settings = load_settings(args.config)

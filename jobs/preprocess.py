@@ -49,11 +49,11 @@ import time
 import zlib
 from pathlib import Path
 
-from jobs import features
-from jobs.contract import EVENT_FIELDS, EVENT_TYPES, ITEM_FIELDS, KEY_FIELDS, POSITIVE_TYPES
+from core import features
+from core.contract import EVENT_FIELDS, EVENT_TYPES, ITEM_FIELDS, KEY_FIELDS, POSITIVE_TYPES
+from core.layout import Layout, check_ds, publish_dir, shift_ds, staging_dir, write_json
+from core.settings import PreprocessSettings, Settings, load_settings
 from jobs.feature_state import day_counts, read_state, update_state, write_state
-from jobs.layout import Layout, check_ds, publish_dir, shift_ds, staging_dir, write_json
-from jobs.settings import PreprocessSettings, Settings, load_settings
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Run with ``python -m jobs.validate --ds 2026-11-20`` or from the nightly DAG. Ch
 * the suites in ``expectations/<name>.json`` (versioned JSON, loaded into an ephemeral GE
   context) on ``clean/events/dt=<ds>`` and ``examples/dt=<ds>``. Thresholds that belong to
   settings or to the feature spec are ``{"$PARAMETER": ...}`` in the JSON and are filled at
-  run time from ``[validate]`` settings and ``jobs.features`` (see :func:`suite_parameters`);
+  run time from ``[validate]`` settings and ``core.features`` (see :func:`suite_parameters`);
 * volume: today's examples against the mean of the last ``volume_window_days`` validated
   days, hard failure outside ``[min_volume_ratio, max_volume_ratio]``;
 * quarantine: the share of the day's rows that preprocessing quarantined
@@ -30,9 +30,9 @@ import math
 import os
 import time
 
-from jobs import features
-from jobs.layout import Layout, check_ds, read_json, write_json
-from jobs.settings import REPO_ROOT, Settings, ValidateSettings, load_settings
+from core import features
+from core.layout import Layout, check_ds, read_json, write_json
+from core.settings import REPO_ROOT, Settings, ValidateSettings, load_settings
 
 log = logging.getLogger(__name__)
 SUITES_DIR = REPO_ROOT / "expectations"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.layout import Layout, check_ds, write_json, written_whole
-from jobs.settings import CompressSettings, TrainSettings, load_settings
+from core.layout import Layout, check_ds, write_json, written_whole
+from core.settings import CompressSettings, TrainSettings, load_settings
 from models import ranker
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ Two parts:
   ``<out dir>/workers/worker-<i>.log``.
 * the worker, :func:`run_worker` (``python -m models.distributed worker ...``): creates the
   strategy from ``TF_CONFIG`` before anything else touches TensorFlow, then runs the same
-  loop as a single process (:func:`models.train.fit_ranker`): the model is built or loaded
+  loop as a single process (:func:`models.fit.fit_ranker`): the model is built or loaded
   (warm start, optimizer state included) inside ``strategy.scope()``; each worker reads the
   training columns (same days and replay sampling as one process) and trains, in every step,
   on its own ``batch_size / N`` rows of the global batch one process would train on
-  (``models.train.batch_rows``; the input is sharded there, so tf.data auto-sharding is
+  (``models.fit.batch_rows``; the input is sharded there, so tf.data auto-sharding is
   OFF); gradients are all-reduced every step, and ``BackupAndRestore`` backs up to
   ``<out dir>/backup``. Worker 0, the chief, saves ``<out dir>/model.keras``; the others
   save to scratch directories that are removed (the usual MWMS save pattern).
@@ -49,9 +49,9 @@ import time
 from collections import deque
 from pathlib import Path
 
-from jobs.layout import Layout, check_ds, read_json, write_json
-from jobs.settings import REPO_ROOT, TrainSettings, load_settings
-from models import train
+from core.layout import Layout, check_ds, read_json, write_json
+from core.settings import REPO_ROOT, TrainSettings, load_settings
+from models import fit
 
 log = logging.getLogger(__name__)
 SUPERVISOR_ENV = "FRESHRANK_SUPERVISOR_PID"
@@ -196,7 +196,7 @@ def train_distributed(
     is saved to ``out_dir/model.keras`` by the chief. Raises :class:`WorkerFailed` when a
     worker fails or the run takes longer than ``timeout_s`` (default ``cfg.worker_timeout_s``).
     """
-    train.check_request(strategy, base_model)
+    fit.check_request(strategy, base_model)
     workers = workers or cfg.workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -265,8 +265,8 @@ def train_distributed(
     chief = read_json(wdir / "worker-0.json")
     if chief is None:
         raise WorkerFailed(f"worker 0 exited 0 but wrote no summary; see {logs[0]}")
-    shutil.rmtree(train.backup_root(out_dir), ignore_errors=True)
-    summary = train.summarize(ds, strategy, base_model, out_dir, workers, chief, started)
+    shutil.rmtree(fit.backup_root(out_dir), ignore_errors=True)
+    summary = fit.summarize(ds, strategy, base_model, out_dir, workers, chief, started)
     summary["logs"] = [str(p) for p in logs]
     write_json(out_dir / "train.json", summary)
     return summary
@@ -301,7 +301,7 @@ def run_worker(
     tf_conf = json.loads(os.environ.get("TF_CONFIG") or "{}")
     index = int(tf_conf.get("task", {}).get("index", 0))
     num_workers = len(tf_conf.get("cluster", {}).get("worker", [])) or 1
-    train.ranker.keras()  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
+    fit.ranker.keras()  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
     import tensorflow as tf
 
     if threads:
@@ -311,7 +311,7 @@ def run_worker(
     out_dir = Path(out_dir)
     chief = index == 0
     scratch = worker_dir(out_dir) / f"scratch-{index}"
-    result = train.fit_ranker(
+    result = fit.fit_ranker(
         base_model,
         Layout(data_root),
         ds,
@@ -325,7 +325,7 @@ def run_worker(
     )
     if chief:
         # Keras already deleted the checkpoint at the end of fit; drop what is left.
-        shutil.rmtree(train.backup_root(out_dir), ignore_errors=True)
+        shutil.rmtree(fit.backup_root(out_dir), ignore_errors=True)
         write_json(worker_dir(out_dir) / f"worker-{index}.json", result)
     else:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -348,7 +348,7 @@ def main(argv=None) -> int:
     worker.add_argument("--out", help="output directory (default: models/dt=<ds>/)")
     for p in (launch, worker):
         p.add_argument("--ds")
-        p.add_argument("--strategy", default="full", choices=train.STRATEGIES[1:])
+        p.add_argument("--strategy", default="full", choices=fit.STRATEGIES[1:])
         p.add_argument("--base", help="model.keras to warm-start from")
         p.add_argument("--config")
     args = parser.parse_args(argv)
@@ -383,7 +383,7 @@ def main(argv=None) -> int:
         tf_conf = json.loads(os.environ.get("TF_CONFIG") or "{}")
         if int(tf_conf.get("task", {}).get("index", 0)) == 0:  # the chief: as finetune does
             workers = len(tf_conf.get("cluster", {}).get("worker", [])) or 1
-            result = train.summarize(ds, args.strategy, args.base, out, workers, result, started)
+            result = fit.summarize(ds, args.strategy, args.base, out, workers, result, started)
             write_json(out / "train.json", result)
         print(json.dumps(result))
         return 0

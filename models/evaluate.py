@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.layout import Layout, write_json
-from jobs.settings import GateSettings
+from core.layout import Layout, write_json
+from core.settings import GateSettings
 from models import gate, ranker
 from models.metrics import expected_calibration_error, ranking_metrics, score_metrics
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from jobs.settings import GateSettings
+from core.settings import GateSettings
 
 
 def decide(candidate: dict, champion: dict | None, cfg: GateSettings) -> tuple[bool, list[str]]:

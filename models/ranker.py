@@ -1,6 +1,6 @@
 """The ranking model and the plumbing every model stage shares.
 
-The model takes only integer id buckets and float features (see ``jobs.features``), so it
+The model takes only integer id buckets and float features (see ``core.features``), so it
 converts to a full-integer int8 TFLite model with no string ops. It is built with
 ``tf_keras`` (Keras 2), which tensorflow-model-optimization needs: :func:`keras` sets
 ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported, and every module here imports
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import features
+from core import features
 
 
 def keras():
@@ -44,7 +44,7 @@ def build_ranker(
             category; 0 gives a plain MLP. Built from standard Dense/Multiply/Add layers, so
             pruning and int8 TFLite conversion need nothing custom.
         table_sizes: rows of an id feature's embedding table, where it is not the number of
-            hash buckets in ``features.ID_FEATURES`` (``models.bench_ids`` compares tables).
+            hash buckets in ``features.ID_FEATURES`` (``benchmarks.ids`` compares tables).
     """
     k = keras()
     k.utils.set_random_seed(seed)

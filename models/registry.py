@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from jobs.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 CHAMPION, PREVIOUS = "champion", "previous"
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     ``python -m models.registry show``."""
     import argparse
 
-    from jobs.settings import load_settings
+    from core.settings import load_settings
 
     parser = argparse.ArgumentParser(description="FreshRank model registry")
     sub = parser.add_subparsers(dest="command", required=True)

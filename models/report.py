@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.layout import Layout, read_json
+from core.layout import Layout, read_json
 from models.metrics import calibration_curve
 
 METRICS = ("auc", "log_loss", "ece", "ndcg@10", "recall@10", "rows")

@@ -2,9 +2,9 @@
 
 ``mlflow.pyfunc.load_model("models:/ranker@champion").predict(df)`` scores a DataFrame of
 candidate rows. Rows may be raw (``user_id, item_id, category, brand, query, price`` and
-optionally ``position``; ids are hashed exactly as in training by ``jobs.features``) or
+optionally ``position``; ids are hashed exactly as in training by ``core.features``) or
 already hashed (the ``*_bucket`` columns plus the dense features). State features
-(``jobs.features.STATE_FEATURES``) absent from the rows get a new id's values. Returns one
+(``core.features.STATE_FEATURES``) absent from the rows get a new id's values. Returns one
 click probability per row. The same model is what ``mlflow models serve`` answers with.
 """
 
@@ -18,7 +18,7 @@ def frame_to_inputs(df) -> dict[str, np.ndarray]:
     """Model inputs from raw or hashed candidate rows."""
     import pandas as pd
 
-    from jobs import features
+    from core import features
     from models.ranker import to_inputs
 
     if not set(features.ID_COLUMNS) <= set(df.columns):

@@ -15,7 +15,7 @@ MLflow. Order of the rules, first match wins:
 
 from __future__ import annotations
 
-from jobs.settings import StrategySettings
+from core.settings import StrategySettings
 
 
 def choose_strategy(

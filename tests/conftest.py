@@ -19,7 +19,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 @pytest.fixture(scope="session")
 def spark():
-    from jobs.settings import PreprocessSettings
+    from core.settings import PreprocessSettings
     from jobs.spark import get_spark
 
     session = get_spark(PreprocessSettings(spark_master="local[2]", shuffle_partitions=2))
@@ -30,7 +30,7 @@ def spark():
 @pytest.fixture
 def settings(tmp_path):
     """Settings whose data root and MLflow store live in the test's temporary directory."""
-    from jobs.settings import load_settings
+    from core.settings import load_settings
 
     env = {
         "FRESHRANK_DATA_ROOT": str(tmp_path / "data"),

@@ -99,7 +99,7 @@ def test_dag_files_import_nothing_heavy_at_parse_time():
 
 
 def test_the_day_comes_from_the_param_then_the_delivery_then_the_logical_date():
-    from jobs.nightly import resolve_day
+    from pipeline.nightly import resolve_day
 
     assert resolve_day("2026-11-20") == "2026-11-20"
     assert resolve_day("2026-11-20", "2026-11-18") == "2026-11-18"

@@ -4,7 +4,7 @@ Starts the API server, scheduler and DAG processor with ``scripts/up.sh`` (a thr
 AIRFLOW_HOME, data root and MLflow store), checks that the API refuses anonymous calls,
 logs in with the generated password, triggers ``freshrank_nightly`` for a simulated day
 with Params, waits for the run to succeed and checks the registry; then delivers the next
-day and announces it with an asset event (``jobs.announce``), which must start a run for
+day and announces it with an asset event (``ops.announce``), which must start a run for
 that day on its own; stops everything with ``scripts/down.sh``.
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs import simulate
-from jobs.announce import announce, call, default_password, login
-from jobs.settings import load_settings
+from core.settings import load_settings
 from jobs.spark import free_port
+from ops import simulate
+from ops.announce import announce, call, default_password, login
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs import simulate
-from jobs.demo import airflow, run_day
-from jobs.layout import Layout, read_json
-from jobs.settings import load_settings
+from core.layout import Layout, read_json
+from core.settings import load_settings
+from ops import simulate
+from ops.demo import airflow, run_day
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]

@@ -7,9 +7,9 @@ import shutil
 import pandas as pd
 import pytest
 
-from jobs import features
+from core import features
+from core.layout import Layout
 from jobs.feature_state import TABLES, add_state_features, decay_factor, read_state
-from jobs.layout import Layout
 from jobs.preprocess import preprocess_day
 
 from .test_preprocess import ITEMS, deliver, ev

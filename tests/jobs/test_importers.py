@@ -12,10 +12,10 @@ import json
 import pandas as pd
 import pytest
 
-from jobs import features
-from jobs.contract import EVENT_NAMES
+from core import features
+from core.contract import EVENT_NAMES
+from core.layout import Layout
 from jobs.importers import ImportOptions, import_file, retail_columns
-from jobs.layout import Layout
 from jobs.preprocess import data_files, preprocess_day
 
 # 2017-11-25 12:00:00 UTC and the next day.

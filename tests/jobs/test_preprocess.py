@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import features
-from jobs.layout import Layout
+from core import features
+from core.layout import Layout
 from jobs.preprocess import MissingDeltaError, preprocess_day
 
 DS = "2026-11-20"
@@ -223,7 +223,8 @@ def test_missing_delta_is_a_clear_error(spark, settings):
 
 
 def test_a_missing_day_fails_before_spark_starts(settings, monkeypatch):
-    from jobs import nightly, spark
+    from jobs import spark
+    from pipeline import nightly
 
     def no_spark(*args, **kwargs):
         raise AssertionError("Spark was started for a day that is not there")

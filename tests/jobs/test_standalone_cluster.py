@@ -15,8 +15,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from jobs import simulate
-from jobs.layout import Layout, read_json
+from core.layout import Layout, read_json
 from jobs.preprocess import preprocess_day
 from jobs.spark import (
     _master_status,
@@ -25,6 +24,7 @@ from jobs.spark import (
     start_standalone_cluster,
     submit_env,
 )
+from ops import simulate
 
 REPO = Path(__file__).resolve().parents[2]
 DS = "2026-11-20"

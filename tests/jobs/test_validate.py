@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from jobs.layout import Layout
+from core.layout import Layout
 from jobs.validate import DataValidationError, drift_reference, psi, validate_day
 from tests.models.conftest import make_examples, write_day
 
@@ -133,7 +133,7 @@ def test_psi_is_zero_for_equal_and_large_for_disjoint():
 
 
 def test_drift_is_measured_from_the_newest_day_that_passed(tmp_path):
-    from jobs.layout import write_json
+    from core.layout import write_json
 
     layout = Layout(tmp_path)
     assert drift_reference(layout, DS) == (None, None)  # first day: nothing to compare with

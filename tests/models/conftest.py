@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import features
-from jobs.layout import Layout
+from core import features
+from core.layout import Layout
 
 
 def make_examples(n: int, seed: int, items=range(200), users=range(300)) -> pd.DataFrame:

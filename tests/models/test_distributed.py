@@ -1,7 +1,7 @@
 """Distributed training (MultiWorkerMirroredStrategy), supervision and resuming from backups.
 
 Runs real worker processes on 127.0.0.1 and kills them for real: a test-only environment
-hook (``models.train.KILL_ENV``) makes one worker SIGKILL itself after some batches.
+hook (``models.fit.KILL_ENV``) makes one worker SIGKILL itself after some batches.
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs.layout import Layout
-from jobs.settings import REPO_ROOT
+from core.layout import Layout
+from core.settings import REPO_ROOT
 from models import ranker
 from models.distributed import WorkerFailed, WorkerTimeout, train_distributed
-from models.metrics import auc
-from models.train import (
+from models.fit import (
     KILL_ENV,
     batch_plan,
-    finetune,
     load_training_frame,
     make_dataset,
     read_training_arrays,
 )
+from models.metrics import auc
+from models.train import finetune
 
 from .conftest import make_examples, write_day
 

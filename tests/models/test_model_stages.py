@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import features
-from jobs.layout import Layout
+from core import features
+from core.layout import Layout
 from models import ranker
 from models.compress import compress_model
 from models.evaluate import evaluate_candidate

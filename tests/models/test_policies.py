@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from jobs.settings import GateSettings, StrategySettings
+from core.settings import GateSettings, StrategySettings
 from models.gate import decide
 from models.metrics import auc, log_loss
 from models.strategy import choose_strategy

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.layout import Layout
+from core.layout import Layout
 from jobs.spark import free_port
 from models import ranker, registry
 from models.compress import compress_model

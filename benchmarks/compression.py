@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from jobs.settings import REPO_ROOT, settings_under
+from core.settings import REPO_ROOT, settings_under
 
 
 def dir_bytes(path: Path) -> int:
@@ -26,8 +26,9 @@ def dir_bytes(path: Path) -> int:
 
 
 def bench_compression(out_dir: Path, scale: str = "demo") -> dict:
-    from jobs import nightly, simulate
-    from jobs.layout import Layout, read_json
+    from core.layout import Layout, read_json
+    from ops import simulate
+    from pipeline import nightly
 
     work = out_dir / "compression-world"
     shutil.rmtree(work, ignore_errors=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import features
-from jobs.layout import Layout, inside
-from jobs.settings import load_settings
+from core import features
+from core.layout import Layout, inside
+from core.settings import load_settings
 
 
 @pytest.mark.parametrize(

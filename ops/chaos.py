@@ -1,11 +1,11 @@
 """Bad deliveries: spoil a day's delivery on purpose, run the data stages, check the outcome.
 
-Run it with ``python -m jobs.chaos [--only NAME] [--out var/chaos] [--keep-roots]`` (``make
+Run it with ``python -m ops.chaos [--only NAME] [--out var/chaos] [--keep-roots]`` (``make
 chaos``), or call :func:`run_scenario` from Python (as ``tests/jobs/test_bad_deliveries.py``
 does). For each scenario it makes a throwaway data root (settings from
 ``load_settings(env=...)``), delivers one good simulated day (``tiny`` scale, preprocessed and
 validated once per run and copied into each root), then the next day spoiled as the scenario
-says; it runs ``jobs.nightly.preprocess`` and ``jobs.nightly.validate`` on it (one
+says; it runs ``pipeline.nightly.preprocess`` and ``pipeline.nightly.validate`` on it (one
 SparkSession for the whole run) and records which stage stopped the day (or none), the error
 message and the row accounting of ``runs/dt=<ds>/preprocess.json``. A scenario PASSes when
 that matches its documented outcome below, and always also when:
@@ -89,10 +89,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs import nightly, simulate
-from jobs.layout import Layout, read_json, shift_ds, write_json
+from core.layout import Layout, read_json, shift_ds, write_json
+from core.settings import Settings, load_settings
 from jobs.preprocess import data_files
-from jobs.settings import Settings, load_settings
+from ops import simulate
+from pipeline import nightly
 
 log = logging.getLogger(__name__)
 
@@ -533,7 +534,7 @@ def verify_poisoned_labels(day: Day, result: dict) -> list[str]:
     """Evidence the labels are poisoned although validation passed: the position effect."""
     import pandas as pd
 
-    from jobs.features import LABEL, MAX_POSITION
+    from core.features import LABEL, MAX_POSITION
 
     def ctr(ds: str) -> str:
         ex = pd.read_parquet(day.layout.examples(ds), columns=["position", LABEL])

@@ -1,9 +1,9 @@
 """A long soak: many simulated nights in a row through the real scheduler, watching disk and memory.
 
-``python -m jobs.soak --nights 30`` (``make soak``) starts Airflow with ``scripts/up.sh`` in a
+``python -m ops.soak --nights 30`` (``make soak``) starts Airflow with ``scripts/up.sh`` in a
 throwaway home (``var/soak/`` by default: its own AIRFLOW_HOME, data root and MLflow store;
 schedule ``none``), then acts as the upstream delivery system: each night it writes one
-simulated day (with the demo's dirt), announces it with an asset event (``jobs.announce``)
+simulated day (with the demo's dirt), announces it with an asset event (``ops.announce``)
 and waits for the run the scheduler starts on its own. Nobody touches the run in between:
 no retry by hand, no clean-up. After each night it records the run's state and seconds,
 the strategy and whether the champion moved, the bytes on disk of each area and the memory
@@ -30,11 +30,11 @@ import sys
 import time
 from pathlib import Path
 
-from jobs import simulate
-from jobs.announce import announce, call, login
-from jobs.layout import shift_ds
-from jobs.settings import REPO_ROOT, load_settings
+from core.layout import shift_ds
+from core.settings import REPO_ROOT, load_settings
 from jobs.spark import free_port
+from ops import simulate
+from ops.announce import announce, call, login
 
 # Short windows so the plateau comes within the soak (the defaults keep 30 days of data).
 SOAK_RETENTION = {

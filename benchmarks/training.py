@@ -1,6 +1,6 @@
-"""Training benchmark: writes ``<out>/training.json`` (``python -m models.bench_training``).
+"""Training benchmark: writes ``<out>/training.json`` (``python -m benchmarks.training``).
 
-``python -m models.bench_training --out var/bench [--quick]`` measures, on one world:
+``python -m benchmarks.training --out var/bench [--quick]`` measures, on one world:
 
 * examples/s of the training loop fed the way ``models.train`` feeds it (the training
   columns read from the examples Parquet with pyarrow, then ``tf.data``; the read is timed)
@@ -11,8 +11,8 @@
   ``models.train.finetune``.
 
 Targets: Parquet input >= 80% of the in-memory throughput; 2-worker AUC within 0.003 of the
-1-worker AUC. The full run simulates ``--days`` demo-scale days (``jobs.simulate``) and
-preprocesses them with Spark (``jobs.nightly.preprocess``) under ``<out>/training-world``,
+1-worker AUC. The full run simulates ``--days`` demo-scale days (``ops.simulate``) and
+preprocesses them with Spark (``pipeline.nightly.preprocess``) under ``<out>/training-world``,
 about a minute per day on two cores, then trains with the ``[train]`` settings (5-6 minutes
 in all). ``--quick`` writes two synthetic example days straight to Parquet instead (no
 Spark) and takes about a minute.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.settings import REPO_ROOT, settings_under
+from core.settings import REPO_ROOT, settings_under
 
 START = "2026-11-20"
 _T0 = time.perf_counter()
@@ -42,11 +42,11 @@ def say(message: str) -> None:
 
 
 def synthetic_examples(n: int, seed: int, n_users: int = 3000, n_items: int = 2000):
-    """An examples frame (the ``jobs.features.EXAMPLE_SCHEMA`` columns) with a learnable signal:
+    """An examples frame (the ``core.features.EXAMPLE_SCHEMA`` columns) with a learnable signal:
     clicks follow hidden per-user and per-item effects, price and position."""
     import pandas as pd
 
-    from jobs import features
+    from core import features
 
     rng = np.random.default_rng(seed)
     world = np.random.default_rng(0)  # the same hidden effects every day
@@ -85,7 +85,7 @@ def synthetic_examples(n: int, seed: int, n_users: int = 3000, n_items: int = 20
 
 def build_world(work: Path, quick: bool, days: int, scale: str, rows_per_day: int):
     """Settings and examples days of a fresh world under ``work``."""
-    from jobs.layout import Layout, shift_ds
+    from core.layout import Layout, shift_ds
 
     shutil.rmtree(work, ignore_errors=True)
     settings = settings_under(work)
@@ -102,7 +102,8 @@ def build_world(work: Path, quick: bool, days: int, scale: str, rows_per_day: in
             say(f"synthetic examples for {ds}: {rows_per_day} rows")
         return settings, layout, dates, f"synthetic, {rows_per_day} rows/day"
 
-    from jobs import nightly, simulate
+    from ops import simulate
+    from pipeline import nightly
 
     simulate.generate_days(settings.data_root, START, days, simulate.SCALES[scale])
     say(f"simulated {days} {scale}-scale day(s)")
@@ -119,28 +120,28 @@ def build_world(work: Path, quick: bool, days: int, scale: str, rows_per_day: in
 
 def measure_input(layout, ds: str, cfg, repeat: int) -> dict:
     """Training examples/s: Parquet + tf.data (read timed) vs NumPy arrays in memory."""
-    from models import train
+    from models import fit
 
-    x, y, _ = train.read_training_arrays(layout, ds, "retrain", cfg)  # the in-memory copy
+    x, y, _ = fit.read_training_arrays(layout, ds, "retrain", cfg)  # the in-memory copy
     epochs, rows = cfg.retrain_epochs, len(y)
-    _, full, tail = train.batch_plan(rows, cfg.batch_size)
+    _, full, tail = fit.batch_plan(rows, cfg.batch_size)
     steps = full + (1 if tail else 0)
-    warm = train.prepare_model(None, "retrain", cfg)  # TensorFlow's first-use costs, once
+    warm = fit.prepare_model(None, "retrain", cfg)  # TensorFlow's first-use costs, once
     warm.fit({k: v[:2048] for k, v in x.items()}, y[:2048], batch_size=cfg.batch_size, verbose=0)
-    warm.fit(train.make_dataset(x, y, cfg.batch_size, 1, cfg.seed).take(4), verbose=0)
+    warm.fit(fit.make_dataset(x, y, cfg.batch_size, 1, cfg.seed).take(4), verbose=0)
     best = {"memory": math.inf, "parquet": math.inf, "read": math.inf}
     for attempt in range(repeat):
-        model = train.prepare_model(None, "retrain", cfg)
+        model = fit.prepare_model(None, "retrain", cfg)
         started = time.perf_counter()
         model.fit(x, y, batch_size=cfg.batch_size, epochs=epochs, shuffle=True, verbose=0)
         memory = time.perf_counter() - started
         best["memory"] = min(best["memory"], memory)
 
-        model = train.prepare_model(None, "retrain", cfg)
+        model = fit.prepare_model(None, "retrain", cfg)
         started = time.perf_counter()
-        xp, yp, _ = train.read_training_arrays(layout, ds, "retrain", cfg)
+        xp, yp, _ = fit.read_training_arrays(layout, ds, "retrain", cfg)
         read = time.perf_counter() - started
-        data = train.make_dataset(xp, yp, cfg.batch_size, epochs, cfg.seed)
+        data = fit.make_dataset(xp, yp, cfg.batch_size, epochs, cfg.seed)
         model.fit(data, epochs=epochs, steps_per_epoch=steps, verbose=0)
         parquet = time.perf_counter() - started
         best["parquet"], best["read"] = min(best["parquet"], parquet), min(best["read"], read)

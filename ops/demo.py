@@ -1,6 +1,6 @@
 """The multi-day demo behind ``make demo``: a simulated shop, run night by night through Airflow.
 
-It generates ``--days`` days of a simulated e-commerce world (``jobs.simulate``) into the
+It generates ``--days`` days of a simulated e-commerce world (``ops.simulate``) into the
 data root, initialises the Airflow metadata DB, and runs the real ``freshrank_nightly`` DAG
 once per logical date with ``airflow dags test`` (a complete DAG run, recorded in Airflow's
 DB). Then it prints one row per day from the stage summaries in ``runs/dt=<ds>/``.
@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.layout import Layout, read_json, shift_ds, write_json
-from jobs.settings import REPO_ROOT, Settings, load_settings
+from core.layout import Layout, read_json, shift_ds, write_json
+from core.settings import REPO_ROOT, Settings, load_settings
 
 DAG_ID = "freshrank_nightly"
 
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
         "--clean", action="store_true", help="deliver clean logs (default: a little dirt)"
     )
     args = parser.parse_args(argv)
-    from jobs import simulate
+    from ops import simulate
 
     settings = load_settings()
     if args.reset:

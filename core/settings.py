@@ -118,7 +118,7 @@ class GateSettings:
 
 @dataclass(frozen=True)
 class RetentionSettings:
-    """How many days of each kind of output to keep (see jobs/retention.py)."""
+    """How many days of each kind of output to keep (see pipeline/retention.py)."""
 
     data_days: int = 30  # clean/, quarantine/, examples/
     state_days: int = 7  # state/ snapshots

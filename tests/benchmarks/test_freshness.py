@@ -1,6 +1,6 @@
 """The freshness benchmark end to end on a tiny world: structure and sanity of what it writes.
 
-Runs ``python -m models.bench_freshness --quick`` smaller still (tiny scale, 2 bootstrap
+Runs ``python -m benchmarks.freshness --quick`` smaller still (tiny scale, 2 bootstrap
 days, 2 nights, float full retrain): the real nightly pipeline, Spark and all, in a few
 minutes. The numbers of so small a world say nothing about the targets; this checks that
 every series is there, aligned and plausible.
@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from models import bench_freshness
+from benchmarks import freshness as bench_freshness
 
 pytestmark = pytest.mark.slow
 SERIES = ("oracle", "stale", "incremental", "full_retrain")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.layout import Layout, shift_ds
-from jobs.retention import apply_retention
+from core.layout import Layout, shift_ds
+from pipeline.retention import apply_retention
 
 TODAY = "2026-12-31"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs import features
-from jobs.settings import TrainSettings
-from models import bench_ids
+from benchmarks import ids as bench_ids
+from core import features
+from core.settings import TrainSettings
 
 
 def test_vocabulary_gives_rows_in_order_of_arrival_and_row_0_to_unknown_ids():

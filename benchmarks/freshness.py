@@ -2,15 +2,15 @@
 
 Writes ``<out>/freshness.json`` and ``<out>/freshness.png``. Run it with::
 
-    python -m models.bench_freshness --out var/bench [--quick] [--scale NAME] \
+    python -m benchmarks.freshness --out var/bench [--quick] [--scale NAME] \
         [--bootstrap-days 7] [--nightly-days 14]
 
-It simulates a drifting world (:mod:`jobs.simulate`, clean deliveries) in a throwaway data
+It simulates a drifting world (:mod:`ops.simulate`, clean deliveries) in a throwaway data
 root and MLflow store under ``<out>/freshness-world`` and processes the days one by one, as
-they come (every day is preprocessed with Spark by :func:`jobs.nightly.preprocess`):
+they come (every day is preprocessed with Spark by :func:`pipeline.nightly.preprocess`):
 
 * bootstrap: the first ``bootstrap_days`` days; on the last of them the real pipeline runs
-  (:func:`jobs.nightly.run_all` with strategy ``retrain`` and ``retrain_history_days`` >=
+  (:func:`pipeline.nightly.run_all` with strategy ``retrain`` and ``retrain_history_days`` >=
   ``bootstrap_days``), so the first champion is trained from scratch on all of them and is
   registered and promoted in the throwaway store (promoted even if it fails the gate's
   absolute checks, recorded as ``bootstrap_model.forced_promotion``);
@@ -18,7 +18,7 @@ they come (every day is preprocessed with Spark by :func:`jobs.nightly.preproces
   examples of day ``d + 1`` (all of them by default, ``--eval-split holdout`` for the 10%
   holdout; the same rows for every series, none of the models has seen that day):
 
-  - ``incremental``: the real nightly pipeline for ``d`` (:func:`jobs.nightly.run_all`: it
+  - ``incremental``: the real nightly pipeline for ``d`` (:func:`pipeline.nightly.run_all`: it
     picks its strategy, fine-tunes from the champion, compresses, evaluates, registers and
     promotes when the gate passes); what serves after the night is the ``champion`` alias,
     scored as int8 TFLite (what serves). Training seconds: ``runs/dt=<d>/fine_tune.json``;
@@ -40,7 +40,7 @@ Default world: the ``demo`` preset with 20,000 requests a day (200,000 impressio
 ``--quick``: the ``demo`` preset with 2,000 requests a day, 2 bootstrap and 2 nightly days,
 and the full retrain scored as its float model (no compression): a few minutes on 2 cores;
 its figures check the plumbing, not the targets. ``--scale`` picks another preset of
-``jobs.simulate.SCALES`` as it is; ``--requests-per-day`` overrides the traffic of any.
+``ops.simulate.SCALES`` as it is; ``--requests-per-day`` overrides the traffic of any.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.settings import REPO_ROOT, settings_under
+from core.settings import REPO_ROOT, settings_under
 
 log = logging.getLogger(__name__)
 SERIES = ("oracle", "stale", "incremental", "full_retrain")
@@ -69,8 +69,8 @@ ALL_HISTORY_DAYS = 10_000
 
 
 def world_config(scale: str | None, quick: bool, requests_per_day: int | None, seed: int):
-    """The simulated shop: a preset of ``jobs.simulate.SCALES`` with the traffic asked for."""
-    from jobs import simulate
+    """The simulated shop: a preset of ``ops.simulate.SCALES`` with the traffic asked for."""
+    from ops import simulate
 
     if scale is None:
         scale = "demo"
@@ -101,8 +101,8 @@ def eval_rows(layout, ds: str, split: str):
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from jobs import simulate
     from models import ranker
+    from ops import simulate
 
     examples = ranker.read_examples([layout.examples(ds)], None if split == "all" else split)
     events = pq.read_table(
@@ -135,7 +135,7 @@ def score_series(rows, models: dict) -> dict[str, np.ndarray]:
 
 def night_facts(layout, ds: str) -> dict:
     """What the pipeline did on night ``ds``, from its stage summaries under ``runs/``."""
-    from jobs.layout import read_json
+    from core.layout import read_json
 
     runs = layout.run_dir(ds)
     decision = read_json(runs / "choose_strategy.json") or {}
@@ -210,8 +210,8 @@ def run_bootstrap(ds: str, settings, bootstrap_days: int) -> dict:
     throwaway store; recorded as ``forced_promotion``): the nights after it need a champion
     to fine-tune, and the stale series needs a model.
     """
-    from jobs import nightly
     from models.registry import promote
+    from pipeline import nightly
 
     boot = nightly.run_all(ds, with_history(settings, bootstrap_days), override="retrain")
     forced = not boot.get("promoted")
@@ -332,9 +332,10 @@ def bench_freshness(
     eval_split: str = "all",
     full_retrain_model: str | None = None,
 ) -> dict:
-    from jobs import nightly, simulate
-    from jobs.layout import Layout, shift_ds
+    from core.layout import Layout, shift_ds
     from models.registry import fetch_champion
+    from ops import simulate
+    from pipeline import nightly
 
     started = time.perf_counter()
     bootstrap_days = bootstrap_days or (QUICK_BOOTSTRAP_DAYS if quick else 7)
@@ -487,7 +488,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(REPO_ROOT / "var" / "bench"))
     parser.add_argument("--quick", action="store_true", help="small world, few days")
-    parser.add_argument("--scale", help="a jobs.simulate.SCALES preset, taken as it is")
+    parser.add_argument("--scale", help="a ops.simulate.SCALES preset, taken as it is")
     parser.add_argument("--requests-per-day", type=int, help="override the preset's traffic")
     parser.add_argument("--bootstrap-days", type=int)
     parser.add_argument("--nightly-days", type=int)

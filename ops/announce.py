@@ -2,7 +2,7 @@
 
 A delivery (log shipper, importer) calls this once a day's files are complete::
 
-    python -m jobs.announce --ds 2026-11-20 [--api http://127.0.0.1:8080] [--user admin]
+    python -m ops.announce --ds 2026-11-20 [--api http://127.0.0.1:8080] [--user admin]
 
 It logs in to the Airflow REST API and posts an event on asset ``freshrank_raw_delta`` with
 ``extra={"ds": ...}``; ``freshrank_nightly`` is scheduled on that asset (as well as nightly)
@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from jobs.layout import check_ds
+from core.layout import check_ds
 
 ASSET = "freshrank_raw_delta"
 

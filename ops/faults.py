@@ -1,10 +1,10 @@
 """Faults: kill -9 at the worst moments, an unreachable registry and a full disk.
 
-Run with ``python -m jobs.faults [--only NAME] [--out var/chaos]`` (``make chaos`` runs it
-after the bad deliveries of :mod:`jobs.chaos`), or call :func:`run_faults` from Python (as
+Run with ``python -m ops.faults [--only NAME] [--out var/chaos]`` (``make chaos`` runs it
+after the bad deliveries of :mod:`ops.chaos`), or call :func:`run_faults` from Python (as
 ``tests/jobs/test_faults.py`` does). One throwaway world for all of them: a simulated
 ``tiny`` day, preprocessed and validated once by the real stage CLI
-(``python -m jobs.nightly --stage ...``); each fault then runs a stage in a child process and
+(``python -m pipeline.nightly --stage ...``); each fault then runs a stage in a child process and
 does to it what the table says: SIGKILL to its whole process group (the Python driver and
 Spark's JVM, or the training process), a dead MLflow endpoint, or a file-size limit
 (``RLIMIT_FSIZE``, so every write past it fails with EFBIG exactly like a full disk fails
@@ -56,10 +56,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs import simulate
-from jobs.layout import Layout, read_json
-from jobs.settings import REPO_ROOT, Settings, load_settings
+from core.layout import Layout, read_json
+from core.settings import REPO_ROOT, Settings, load_settings
 from jobs.spark import free_port
+from ops import simulate
 
 DS = "2026-11-20"
 SMALL_MODEL = {  # a quick model: the faults are about processes and files, not accuracy
@@ -89,7 +89,7 @@ class World:
         return Layout(self.settings.data_root)
 
     def stage_cmd(self, stage: str, *args: str) -> list[str]:
-        return [sys.executable, "-m", "jobs.nightly", "--ds", DS, "--stage", stage, *args]
+        return [sys.executable, "-m", "pipeline.nightly", "--ds", DS, "--stage", stage, *args]
 
     def run_stage(self, stage: str, *args: str, env=None, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -174,7 +174,7 @@ def storage_full_observed(done: subprocess.CompletedProcess) -> str:
 def check_storage_full(done: subprocess.CompletedProcess, stage: str) -> list[str]:
     line = last_line(done.stderr)
     problems = [] if done.returncode == 1 else [f"exit code {done.returncode}, expected 1"]
-    if not line.startswith("jobs.layout.StorageFullError") or f"{stage}: cannot write" not in line:
+    if not line.startswith("core.errors.StorageFullError") or f"{stage}: cannot write" not in line:
         problems.append(f"last error line is not a StorageFullError of {stage}: {line[:300]}")
     return problems
 
@@ -266,7 +266,7 @@ def kill9_promotion(world: World) -> tuple[str, list[str]]:
         code = (
             "from jobs import faults; faults.promote_then_die('{v}')"
             if die
-            else "from jobs.settings import load_settings; from models import registry; "
+            else "from core.settings import load_settings; from models import registry; "
             "registry.promote(load_settings(), '{v}', reason='retry')"
         ).format(v=version)
         return subprocess.run(

@@ -1,4 +1,4 @@
-"""Bad deliveries (jobs/chaos.py): each spoiled day stops where its documented outcome says,
+"""Bad deliveries (ops/chaos.py): each spoiled day stops where its documented outcome says,
 with a message naming the file, field or expectation, or passes with every row accounted
 for. The scenarios are the runner's own functions; all share one SparkSession (the ``spark``
 fixture) and one good day, built once for the module."""
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from jobs import chaos
+from ops import chaos
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Faults (``jobs.faults``): kill -9 during preprocessing, training and promotion, a full disk
+"""Faults (``ops.faults``): kill -9 during preprocessing, training and promotion, a full disk
 and an unreachable MLflow store, each in a real child process, against its documented
 outcome. The scenarios carry their own checks; the tests here assert that every one holds
 and spot-check what users see."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import faults
+from ops import faults
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def test_what_users_see(results):
 
 
 def test_disk_full_reason_reads_python_and_jvm_errors():
-    from jobs.layout import disk_full_reason
+    from core.errors import disk_full_reason
 
     assert disk_full_reason(OSError(28, "No space left on device", "/d/x")) == (
         "No space left on device",

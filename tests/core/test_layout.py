@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from jobs.layout import json_safe, read_json, write_json, written_whole
+from core.layout import json_safe, read_json, write_json, written_whole
 
 
 def test_undefined_metrics_are_written_as_null(tmp_path):

@@ -3,11 +3,11 @@
 The default data source of the demo, the benchmarks and the tests; the pipeline never knows
 its data came from here. Run it with::
 
-    python -m jobs.simulate --data-root var/data --start 2026-11-20 --days 3 --scale demo \
+    python -m ops.simulate --data-root var/data --start 2026-11-20 --days 3 --scale demo \
         [--seed 7] [--dirty] [--no-gzip] [--first-day N]
 
 or from Python with :func:`generate_days` / :func:`generate_day`. Per logical date ``ds`` it
-writes, under the data root (paths from :class:`jobs.layout.Layout`):
+writes, under the data root (paths from :class:`core.layout.Layout`):
 
     raw/events/dt=<ds>/part-00000.jsonl.gz   the day's events (``.jsonl`` with compress=False)
     raw/items/dt=<ds>/items.jsonl            catalog changes: the full catalog on day 0, then
@@ -48,8 +48,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.contract import EVENT_NAMES, EVENT_TYPES, ITEM_NAMES
-from jobs.layout import Layout, publish_dir, shift_ds, staging_dir
+from core.contract import EVENT_NAMES, EVENT_TYPES, ITEM_NAMES
+from core.layout import Layout, publish_dir, shift_ds, staging_dir
 
 EVENT_FIELDS, ITEM_FIELDS = EVENT_NAMES, ITEM_NAMES  # the contract, by name
 

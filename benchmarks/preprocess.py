@@ -2,10 +2,10 @@
 
 Run it with::
 
-    python -m jobs.bench_preprocess --out var/bench            # ~10 min on 2 idle cores
-    python -m jobs.bench_preprocess --out var/bench --quick    # 2-3 min: a smoke run
+    python -m benchmarks.preprocess --out var/bench            # ~10 min on 2 idle cores
+    python -m benchmarks.preprocess --out var/bench --quick    # 2-3 min: a smoke run
 
-It simulates dirty days with :mod:`jobs.simulate` (a world scaled so a day has about the
+It simulates dirty days with :mod:`ops.simulate` (a world scaled so a day has about the
 asked number of events; the count reported is the generator's) in a scratch data root under
 ``--out``, starts Spark once (``[preprocess]`` settings: ``local[2]``, 2g driver), warms it
 up (a first job, then one 100k-event day preprocessed and validated, untimed: the JVM
@@ -44,9 +44,9 @@ import statistics
 import time
 from pathlib import Path
 
-from jobs import simulate
-from jobs.layout import Layout, shift_ds, write_json
-from jobs.settings import load_settings
+from core.layout import Layout, shift_ds, write_json
+from core.settings import load_settings
+from ops import simulate
 
 START = "2026-11-20"
 # Delivered lines per request of the simulated shop (10 impressions, the funnel, dirt),

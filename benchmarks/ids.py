@@ -2,19 +2,19 @@
 
 Run it with::
 
-    python -m models.bench_ids --out var/bench                 # ~10 min on 2 cores
-    python -m models.bench_ids --out var/bench --quick         # ~2 min: a smoke run
-    python -m models.bench_ids --out var/bench --data-root DIR # reuse processed days
+    python -m benchmarks.ids --out var/bench                 # ~10 min on 2 cores
+    python -m benchmarks.ids --out var/bench --quick         # ~2 min: a smoke run
+    python -m benchmarks.ids --out var/bench --data-root DIR # reuse processed days
 
 It needs days of examples: by default it simulates ``bootstrap_days + nights + 1`` days of
 the demo shop (20,000 requests a day, clean deliveries) and preprocesses them with Spark
-(:func:`jobs.nightly.preprocess`); ``--data-root`` reuses a data root whose days are already
+(:func:`pipeline.nightly.preprocess`); ``--data-root`` reuses a data root whose days are already
 processed (e.g. the freshness benchmark's ``freshness-world/data``).
 
 The same model (``[train]`` settings) is trained the same way under each way of mapping
 user and item ids to embedding rows:
 
-* ``hashing``: the production buckets (``jobs.features.ID_FEATURES``, 32,768 per feature):
+* ``hashing``: the production buckets (``core.features.ID_FEATURES``, 32,768 per feature):
   nothing to maintain, a new id has a row from its first event, but two ids can share one;
 * ``hashing_small``: 1,024 buckets, i.e. the ids-per-bucket load of a shop with ~30x this
   world's users and items on the production tables, to show what collisions cost;
@@ -24,7 +24,7 @@ user and item ids to embedding rows:
 
 Protocol: train from scratch on the first ``bootstrap_days`` days (``retrain_epochs``),
 then each night ``d`` fine-tune on day ``d`` plus the replay sample
-(:func:`models.train.load_training_frame`, strategy ``full``; a fresh optimizer at
+(:func:`models.fit.load_training_frame`, strategy ``full``; a fresh optimizer at
 ``finetune_learning_rate`` every night, for every variant alike) and score day ``d + 1``:
 AUC on all rows, on rows whose user (item) first appeared on night ``d`` (trained on once:
 "useful on their first day?") and on rows whose user (item) was never trained on (cold).
@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import features
-from jobs.settings import settings_under
+from core import features
+from core.settings import settings_under
 
 log = logging.getLogger(__name__)
 VARIANTS = ("hashing", "hashing_small", "growing_table")
@@ -195,8 +195,9 @@ def scored(variant: Variant, df, first_day: dict[str, set]) -> dict:
 
 def prepare_days(root: Path, days: int, requests_per_day: int) -> Path:
     """Simulate and preprocess ``days`` demo days under ``root``; returns the data root."""
-    from jobs import nightly, simulate
-    from jobs.layout import shift_ds
+    from core.layout import shift_ds
+    from ops import simulate
+    from pipeline import nightly
 
     settings = settings_under(root)
     world = dataclasses.replace(simulate.SCALES["demo"], requests_per_day=requests_per_day)
@@ -212,8 +213,8 @@ def bench_ids(out: Path, data_root: Path | None, bootstrap_days: int, nights: in
               requests_per_day: int) -> dict:  # fmt: skip
     import pandas as pd
 
-    from jobs.layout import Layout, write_json
-    from models import ranker, train
+    from core.layout import Layout, write_json
+    from models import fit, ranker
 
     started = time.perf_counter()
     work = out / "ids-world"
@@ -240,12 +241,12 @@ def bench_ids(out: Path, data_root: Path | None, bootstrap_days: int, nights: in
     }
     for name in VARIANTS:
         variant = Variant(name, cfg)
-        boot, _ = train.load_training_frame(layout, bootstrap, "retrain", cfg)
+        boot, _ = fit.load_training_frame(layout, bootstrap, "retrain", cfg)
         seconds = variant.train(boot, cfg.retrain_epochs, cfg.learning_rate)
         record = {"bootstrap_seconds": round(seconds, 1), "nights": []}
         for ds in nightly_days:
             before = {n: variant.seen(n) for n in GROWN}
-            day, _ = train.load_training_frame(layout, ds, "full", cfg)
+            day, _ = fit.load_training_frame(layout, ds, "full", cfg)
             seconds = variant.train(day, cfg.full_epochs, cfg.finetune_learning_rate)
             first_day = {n: variant.seen(n) - before[n] for n in GROWN}
             eval_ds = days[days.index(ds) + 1]

@@ -2,7 +2,7 @@
 
 Run as the nightly DAG's last task (``cleanup``) or by hand::
 
-    python -m jobs.retention --ds 2026-12-31 [--dry-run]
+    python -m pipeline.retention --ds 2026-12-31 [--dry-run]
 
 What is kept, per ``[retention]`` settings (days count back from ``ds``, ``ds`` included):
 
@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jobs.layout import Layout, check_ds, shift_ds, write_json
-from jobs.settings import Settings, load_settings
+from core.layout import Layout, check_ds, shift_ds, write_json
+from core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 

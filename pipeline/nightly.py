@@ -3,7 +3,7 @@
 Each function takes the logical date and the settings, reads and writes only under the
 data root and the MLflow store, records what it did in ``runs/dt=<ds>/<stage>.json`` and
 returns a small JSON-able dict (it travels through XCom). The same functions run without
-Airflow: ``python -m jobs.nightly --ds 2026-11-20`` runs them all in order.
+Airflow: ``python -m pipeline.nightly --ds 2026-11-20`` runs them all in order.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import argparse
 import logging
 import time
 
-from jobs.layout import (
+from core.errors import fails_clearly_on_full_disk
+from core.layout import (
     Layout,
     check_ds,
-    fails_clearly_on_full_disk,
     json_safe,
     read_json,
     write_json,
 )
+from core.settings import Settings, load_settings
 from jobs.preprocess import data_files
-from jobs.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 STAGES = (
@@ -276,7 +276,7 @@ def register(ds: str, settings: Settings, dry_run: bool = False) -> dict:
 @fails_clearly_on_full_disk("cleanup")
 def cleanup(ds: str, settings: Settings) -> dict:
     """Apply the retention policy (``[retention]``), so disk stays bounded."""
-    from jobs.retention import apply_retention
+    from pipeline.retention import apply_retention
 
     return apply_retention(ds, settings)
 

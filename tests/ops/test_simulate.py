@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import simulate
-from jobs.layout import Layout, shift_ds
+from core.layout import Layout, shift_ds
+from ops import simulate
 
 TINY = simulate.SCALES["tiny"]
 START = "2026-11-20"
