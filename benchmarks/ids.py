@@ -2,8 +2,8 @@
 
 Run it with::
 
-    python -m benchmarks.ids --out var/bench                 # ~10 min on 2 cores
-    python -m benchmarks.ids --out var/bench --quick         # ~2 min: a smoke run
+    python -m benchmarks.ids --out var/bench
+    python -m benchmarks.ids --out var/bench --quick         # a smoke run
     python -m benchmarks.ids --out var/bench --data-root DIR # reuse processed days
 
 It needs days of examples: by default it simulates ``bootstrap_days + nights + 1`` days of

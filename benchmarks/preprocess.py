@@ -2,8 +2,8 @@
 
 Run it with::
 
-    python -m benchmarks.preprocess --out var/bench            # ~10 min on 2 idle cores
-    python -m benchmarks.preprocess --out var/bench --quick    # 2-3 min: a smoke run
+    python -m benchmarks.preprocess --out var/bench
+    python -m benchmarks.preprocess --out var/bench --quick    # a smoke run
 
 It simulates dirty days with :mod:`ops.simulate` (a world scaled so a day has about the
 asked number of events; the count reported is the generator's) in a scratch data root under

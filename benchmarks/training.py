@@ -13,9 +13,8 @@
 Targets: Parquet input >= 80% of the in-memory throughput; 2-worker AUC within 0.003 of the
 1-worker AUC. The full run simulates ``--days`` demo-scale days (``ops.simulate``) and
 preprocesses them with Spark (``pipeline.nightly.preprocess``) under ``<out>/training-world``,
-about a minute per day on two cores, then trains with the ``[train]`` settings (5-6 minutes
-in all). ``--quick`` writes two synthetic example days straight to Parquet instead (no
-Spark) and takes about a minute.
+then trains with the ``[train]`` settings. ``--quick`` writes two synthetic example days
+straight to Parquet instead (no Spark).
 """
 
 from __future__ import annotations

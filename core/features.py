@@ -3,15 +3,21 @@
 Every categorical input (user, item, category, brand, query) enters the model as an integer
 bucket: ``1 + pmod(xxhash64(<feature name> + ":" + value), buckets - 1)``, with 0 kept for
 missing values. Spark computes it with its built-in ``xxhash64`` (seed 42); Python code
-(serving, tests) uses :func:`hash_bucket`, a plain XXH64 that gives the same numbers. The
+(serving, tests) uses :func:`hash_bucket`, the same XXH64 from the ``xxhash`` package. The
 model therefore takes only integers and floats, so the int8 TFLite path needs no string ops
 and new ids get a bucket on their first day.
+
+Each feature is defined twice, side by side: a Python function (serving) and its Spark column
+expression (``spark_*``, training). They must give the same value for every input;
+tests/core/test_feature_definitions.py checks it on generated and exhaustive inputs.
 """
 
 from __future__ import annotations
 
 import math
-import struct
+import re
+
+import xxhash
 
 # name -> (source column in the events/catalog, number of hash buckets)
 ID_FEATURES: dict[str, tuple[str, int]] = {
@@ -52,15 +58,66 @@ ID_COLUMNS: tuple[str, ...] = tuple(id_column(n) for n in ID_FEATURES)
 MODEL_INPUTS: tuple[str, ...] = ID_COLUMNS + ("dense",)
 
 
+def _spark_col(column):
+    from pyspark.sql import functions as F
+
+    return F.col(column) if isinstance(column, str) else column
+
+
+# --- query text -------------------------------------------------------------------------
+# Separators: what Python's str.split() splits on (Unicode White_Space plus the ASCII
+# information separators 0x1C-0x1F), spelt out since Java's \s is ASCII-only (no NBSP). The
+# same pattern text is valid in Python's re and Java's regex.
+QUERY_SEPARATORS = (
+    r"[\t\n\x0B\f\r\x1C-\x20\x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]+"
+)
+_SEPARATORS = re.compile(QUERY_SEPARATORS)
+# Spark lowercases with ICU (Unicode 17 in pyspark 4.3), Python 3.11 with Unicode 14 tables:
+# the letters given a lowercase since then, mapped as ICU does.
+_NEWER_LOWERCASE: dict[int, int] = {
+    0x1C89: 0x1C8A,
+    0xA7CB: 0x0264,
+    0xA7CC: 0xA7CD,
+    0xA7CE: 0xA7CF,
+    0xA7D2: 0xA7D3,
+    0xA7D4: 0xA7D5,
+    0xA7DA: 0xA7DB,
+    0xA7DC: 0x019B,
+    **{c: c + 0x20 for c in range(0x10D50, 0x10D66)},
+    **{c: c + 0x1B for c in range(0x16EA0, 0x16EB9)},
+}
+
+
 def normalize_query(query: str | None) -> str | None:
+    """Separator runs become one space, ends trimmed, lowercased; None when empty."""
     if query is None:
         return None
-    query = " ".join(query.lower().split())
+    query = _SEPARATORS.sub(" ", query).strip(" ").lower()
+    if not query.isascii():
+        query = query.translate(_NEWER_LOWERCASE)
     return query or None
 
 
+def spark_normalize_query(column):
+    """:func:`normalize_query` as a Spark column expression."""
+    from pyspark.sql import functions as F
+
+    value = F.lower(F.trim(F.regexp_replace(_spark_col(column), QUERY_SEPARATORS, " ")))
+    return F.when(value != "", value)
+
+
+# --- dense features ---------------------------------------------------------------------
 def log_price(price: float | None) -> float:
+    """log1p of a positive price, else 0 (missing, zero, negative or NaN)."""
     return math.log1p(price) if price is not None and price > 0 else 0.0
+
+
+def spark_log_price(column):
+    """:func:`log_price` as a Spark column expression (Spark's NaN > 0 is true: excluded)."""
+    from pyspark.sql import functions as F
+
+    price = _spark_col(column).cast("double")
+    return F.when((price > 0) & ~F.isnan(price), F.log1p(price)).otherwise(F.lit(0.0))
 
 
 def position_feature(position: int | None) -> float:
@@ -70,61 +127,19 @@ def position_feature(position: int | None) -> float:
     return min(position, MAX_POSITION) / MAX_POSITION
 
 
-# --- XXH64, as Spark's xxhash64 computes it ---------------------------------------------
-_P1, _P2, _P3, _P4, _P5 = (
-    11400714785074694791,
-    14029467366897019727,
-    1609587929392839161,
-    9650029242287828579,
-    2870177450012600261,
-)
-_MASK = (1 << 64) - 1
+def spark_position_feature(column):
+    """:func:`position_feature` as a Spark column expression."""
+    from pyspark.sql import functions as F
+
+    position = _spark_col(column)
+    capped = F.least(position, F.lit(MAX_POSITION)).cast("double")
+    return F.when(position > 0, capped / MAX_POSITION).otherwise(F.lit(0.0))
 
 
-def _rotl(x: int, r: int) -> int:
-    return ((x << r) | (x >> (64 - r))) & _MASK
-
-
-def _round(acc: int, lane: int) -> int:
-    return (_rotl((acc + lane * _P2) & _MASK, 31) * _P1) & _MASK
-
-
-def _merge(acc: int, val: int) -> int:
-    return ((acc ^ _round(0, val)) * _P1 + _P4) & _MASK
-
-
+# --- ids --------------------------------------------------------------------------------
 def xxh64(data: bytes, seed: int = SPARK_HASH_SEED) -> int:
     """Signed 64-bit XXH64 of ``data``, equal to Spark's ``xxhash64`` of the same bytes."""
-    n, i = len(data), 0
-    if n >= 32:
-        v = [(seed + _P1 + _P2) & _MASK, (seed + _P2) & _MASK, seed & _MASK, (seed - _P1) & _MASK]
-        while i + 32 <= n:
-            for j in range(4):
-                v[j] = _round(v[j], struct.unpack_from("<Q", data, i + 8 * j)[0])
-            i += 32
-        h = (_rotl(v[0], 1) + _rotl(v[1], 7) + _rotl(v[2], 12) + _rotl(v[3], 18)) & _MASK
-        for lane in v:
-            h = _merge(h, lane)
-    else:
-        h = (seed + _P5) & _MASK
-    h = (h + n) & _MASK
-    while i + 8 <= n:
-        h ^= _round(0, struct.unpack_from("<Q", data, i)[0])
-        h = (_rotl(h, 27) * _P1 + _P4) & _MASK
-        i += 8
-    if i + 4 <= n:
-        h ^= (struct.unpack_from("<I", data, i)[0] * _P1) & _MASK
-        h = (_rotl(h, 23) * _P2 + _P3) & _MASK
-        i += 4
-    while i < n:
-        h ^= (data[i] * _P5) & _MASK
-        h = (_rotl(h, 11) * _P1) & _MASK
-        i += 1
-    h ^= h >> 33
-    h = (h * _P2) & _MASK
-    h ^= h >> 29
-    h = (h * _P3) & _MASK
-    h ^= h >> 32
+    h = xxhash.xxh64_intdigest(data, seed)
     return h - (1 << 64) if h >= 1 << 63 else h
 
 
@@ -147,7 +162,7 @@ def spark_hash_bucket(name: str, column):
     buckets = ID_FEATURES[name][1]
     value = F.col(column).cast("string")
     if name == "query":
-        value = F.lower(F.trim(F.regexp_replace(value, r"\s+", " ")))
+        value = spark_normalize_query(value)
     hashed = F.pmod(F.xxhash64(F.concat(F.lit(f"{name}:"), value)), F.lit(buckets - 1)) + 1
     return F.when(value.isNull() | (value == ""), F.lit(0)).otherwise(hashed).cast("int")
 

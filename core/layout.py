@@ -92,6 +92,11 @@ class Layout:
     def model_dir(self, ds: str) -> Path:
         return self._day("models", ds=ds)
 
+    def candidate_dir(self, ds: str) -> Path:
+        """The day's candidate model: written by fine_tune and compress, read by evaluate
+        and register."""
+        return self.model_dir(ds) / "candidate"
+
     def processed_days(self, kind: str = "examples") -> list[str]:
         """Logical dates that have a complete partition of ``kind``, oldest first."""
         base = self.root / kind

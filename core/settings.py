@@ -1,147 +1,147 @@
-"""Settings for every stage: one TOML file plus environment overrides.
+"""Settings for every stage: ``freshrank.toml``, an optional user file, the environment.
 
-The file is ``freshrank.toml`` at the repository root unless ``FRESHRANK_CONFIG`` names
-another. Each ``[section]`` fills one frozen dataclass below. Any value can be overridden
-from the environment as ``FRESHRANK__<SECTION>__<KEY>`` (e.g.
-``FRESHRANK__TRAIN__FULL_EPOCHS=2``); the two locations users change most have short forms:
-``FRESHRANK_DATA_ROOT`` and ``MLFLOW_TRACKING_URI``.
+``freshrank.toml`` at the repository root holds every setting, its default value and its
+comment; the frozen dataclasses below only name and type them (one per ``[section]``).
+:func:`load_settings` reads that file, then overlays the file that ``path`` or
+``FRESHRANK_CONFIG`` names (it needs only the keys it changes), then the environment:
+``FRESHRANK__<SECTION>__<KEY>`` (e.g. ``FRESHRANK__TRAIN__FULL_EPOCHS=2``),
+``FRESHRANK__<KEY>`` for the top-level keys, and the store locations
+``FRESHRANK_DATA_ROOT``, ``MLFLOW_TRACKING_URI`` and ``FRESHRANK_ARTIFACT_ROOT``
+(:func:`world_env` sets all three for a throwaway world). Values are cast to the field's
+annotated type; relative paths in files or the environment, and a relative
+``sqlite:///`` path in a file, are relative to the repository.
 
-Nothing happens at import time: call :func:`load_settings`.
+Nothing happens at import time: call :func:`load_settings` (or :func:`defaults`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "freshrank.toml"
+SQLITE = "sqlite:///"
 
 
 @dataclass(frozen=True)
 class PreprocessSettings:
-    spark_master: str = "local[2]"
-    # In Airflow: take the master from this Spark connection instead (e.g. "spark_default").
-    spark_conn_id: str = ""
-    spark_driver_memory: str = "2g"
-    shuffle_partitions: int = 4
-    # Events older than this many days before the logical date are quarantined as too late.
-    max_late_days: int = 3
-    # Events stamped later than the end of the logical day plus this slack are quarantined.
-    future_slack_minutes: int = 60
-    # Share of requests (by hash of request id) kept out of training for evaluation.
-    holdout_fraction: float = 0.1
-    # Logs without impressions: negatives sampled from the day's items per positive.
-    negatives_per_positive: int = 4
-    # Feature state: counts halve every this many days; smoothed CTRs start from the global
-    # CTR with this many pseudo-impressions.
-    feature_half_life_days: float = 7.0
-    ctr_prior_strength: float = 20.0
-    seed: int = 7
+    """``[preprocess]``: the Spark session and the cleaning and labelling job."""
+
+    spark_master: str
+    spark_conn_id: str
+    spark_driver_memory: str
+    shuffle_partitions: int
+    max_late_days: int
+    future_slack_minutes: int
+    holdout_fraction: float
+    negatives_per_positive: int
+    feature_half_life_days: float
+    ctr_prior_strength: float
+    seed: int
 
 
 @dataclass(frozen=True)
 class ValidateSettings:
-    min_examples: int = 100
-    min_click_rate: float = 0.001
-    max_click_rate: float = 0.8
-    max_price: float = 1_000_000.0
-    # Hard failure when more than this share of the day's rows was quarantined.
-    max_quarantine_share: float = 0.5
-    # Examples today vs the mean of recent days: hard failure outside [min, max] ratio.
-    min_volume_ratio: float = 0.1
-    max_volume_ratio: float = 20.0
-    volume_window_days: int = 7
-    # Population stability index of feature distributions vs the previous day.
-    drift_psi_warn: float = 0.2
+    """``[validate]``: data-quality thresholds of the validation stage."""
+
+    min_examples: int
+    min_click_rate: float
+    max_click_rate: float
+    max_price: float
+    max_quarantine_share: float
+    min_volume_ratio: float
+    max_volume_ratio: float
+    volume_window_days: int
+    drift_psi_warn: float
 
 
 @dataclass(frozen=True)
 class StrategySettings:
-    skip_below_examples: int = 50
-    light_below_examples: int = 2_000
-    retrain_psi: float = 0.5
-    # Retrain from scratch when the champion's AUC on today's data falls below this.
-    retrain_champion_auc: float = 0.55
+    """``[strategy]``: thresholds of the update-strategy policy (models/strategy.py)."""
+
+    skip_below_examples: int
+    light_below_examples: int
+    retrain_psi: float
+    retrain_champion_auc: float
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    embedding_dim: int = 16
-    hidden_units: tuple[int, ...] = (64, 32)
-    cross_layers: int = 2  # DCN-v2 cross layers before the MLP (0: plain MLP)
-    batch_size: int = 512
-    learning_rate: float = 0.002
-    finetune_learning_rate: float = 0.001
-    retrain_epochs: int = 2
-    full_epochs: int = 1
-    light_epochs: int = 1
-    # Replay: a sample of recent days is mixed into the fine-tune to bound forgetting.
-    replay_days: int = 3
-    replay_fraction: float = 0.2
-    # A from-scratch retrain reads at most this many recent days.
-    retrain_history_days: int = 14
-    seed: int = 7
-    # Training processes: 1 trains in the calling process; N > 1 starts N local workers under
-    # tf.distribute.MultiWorkerMirroredStrategy (models.distributed). batch_size stays global.
-    workers: int = 1
-    # BackupAndRestore saves the training state every this many steps (0: after each epoch)
-    # under <out dir>/backup, so a killed run resumes; the backup is removed after success.
-    backup_every_steps: int = 100
-    # A distributed run still going after this many seconds is stopped and fails.
-    worker_timeout_s: int = 3600
+    """``[train]``: the ranker, its training and its distributed workers."""
+
+    embedding_dim: int
+    hidden_units: tuple[int, ...]
+    cross_layers: int
+    batch_size: int
+    learning_rate: float
+    finetune_learning_rate: float
+    retrain_epochs: int
+    full_epochs: int
+    light_epochs: int
+    replay_days: int
+    replay_fraction: float
+    retrain_history_days: int
+    seed: int
+    workers: int
+    backup_every_steps: int
+    worker_timeout_s: int
 
 
 @dataclass(frozen=True)
 class CompressSettings:
-    target_sparsity: float = 0.5
-    prune_epochs: int = 1
-    prune_max_rows: int = 50_000
-    representative_rows: int = 512
+    """``[compress]``: pruning and int8 quantization (models/compress.py)."""
+
+    target_sparsity: float
+    prune_epochs: int
+    prune_max_rows: int
+    representative_rows: int
 
 
 @dataclass(frozen=True)
 class GateSettings:
-    min_auc: float = 0.55
-    # The candidate may be at most this much below the champion (both int8, same holdout).
-    max_auc_drop: float = 0.002
-    # The int8 model may lose at most this much AUC against its own float model.
-    max_int8_auc_gap: float = 0.01
-    # Segment guard: new users / new items may lose at most this much AUC vs the champion,
-    # judged only where the segment has enough rows (and both classes) in the holdout.
-    max_segment_auc_drop: float = 0.02
-    min_segment_rows: int = 300
+    """``[gate]``: the promotion gate's thresholds (models/gate.py)."""
+
+    min_auc: float
+    max_auc_drop: float
+    max_int8_auc_gap: float
+    max_segment_auc_drop: float
+    min_segment_rows: int
 
 
 @dataclass(frozen=True)
 class RetentionSettings:
-    """How many days of each kind of output to keep (see pipeline/retention.py)."""
+    """``[retention]``: days of each kind of output to keep (pipeline/retention.py)."""
 
-    data_days: int = 30  # clean/, quarantine/, examples/
-    state_days: int = 7  # state/ snapshots
-    model_days: int = 7  # models/dt=<ds>/: candidates, champion downloads, checkpoints
-    runs_days: int = 365  # runs/: small JSON summaries and reports
-    raw_days: int = 0  # raw/: the delivered logs; 0 = never delete
-    keep_versions: int = 10  # newest registered versions kept (aliased ones always)
+    data_days: int
+    state_days: int
+    model_days: int
+    runs_days: int
+    raw_days: int
+    keep_versions: int
 
 
 @dataclass(frozen=True)
 class Settings:
-    data_root: Path = REPO_ROOT / "var" / "data"
-    tracking_uri: str = f"sqlite:///{REPO_ROOT / 'var' / 'mlflow' / 'mlflow.db'}"
-    artifact_root: Path = REPO_ROOT / "var" / "mlflow" / "artifacts"
-    model_name: str = "ranker"
-    experiment: str = "freshrank"
-    preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
-    validate: ValidateSettings = field(default_factory=ValidateSettings)
-    strategy: StrategySettings = field(default_factory=StrategySettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    compress: CompressSettings = field(default_factory=CompressSettings)
-    gate: GateSettings = field(default_factory=GateSettings)
-    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    """Everything: the top-level keys (stores, names) and one field per section."""
+
+    data_root: Path
+    tracking_uri: str
+    artifact_root: Path
+    model_name: str
+    experiment: str
+    preprocess: PreprocessSettings
+    validate: ValidateSettings
+    strategy: StrategySettings
+    train: TrainSettings
+    compress: CompressSettings
+    gate: GateSettings
+    retention: RetentionSettings
 
 
 _SECTIONS = {
@@ -153,72 +153,139 @@ _SECTIONS = {
     "gate": GateSettings,
     "retention": RetentionSettings,
 }
+# The short environment names of the three store locations.
+_STORE_ENV = {
+    "FRESHRANK_DATA_ROOT": "data_root",
+    "MLFLOW_TRACKING_URI": "tracking_uri",
+    "FRESHRANK_ARTIFACT_ROOT": "artifact_root",
+}
+
+
+@functools.cache
+def _types(cls) -> dict[str, typing.Any]:
+    """Field name -> annotated type (resolved: this module's annotations are strings)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    if cls is Settings:
+        names = [n for n in names if n not in _SECTIONS]
+    return {n: hints[n] for n in names}
 
 
 def _coerce(cls, key: str, value, where: str):
-    """Cast a TOML or environment value to the type of dataclass field ``key``."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if key not in fields:
-        raise ValueError(f"{where}: unknown setting {key!r}; known: {sorted(fields)}")
-    default = getattr(cls(), key)
+    """Cast a TOML or environment value to the annotated type of dataclass field ``key``."""
+    types = _types(cls)
+    if key not in types:
+        raise ValueError(f"{where}: unknown setting {key!r}; known: {sorted(types)}")
+    kind = types[key]
     try:
-        if isinstance(default, bool):
+        if kind is bool:
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-        if isinstance(default, tuple):
+        if typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
             items = value if isinstance(value, list) else str(value).split(",")
-            return tuple(type(default[0])(v) for v in items)
-        if isinstance(default, Path):
+            return tuple(item(v) for v in items)
+        if kind is Path:
             path = Path(value)
             return path if path.is_absolute() else REPO_ROOT / path
-        return type(default)(value)
+        return kind(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: bad value {value!r} for {key}: {exc}") from exc
 
 
-def load_settings(path: str | os.PathLike | None = None, env: dict | None = None) -> Settings:
-    """Read the config file, then apply environment overrides."""
-    env = os.environ if env is None else env
-    path = Path(path or env.get("FRESHRANK_CONFIG") or DEFAULT_CONFIG)
-    raw: dict = {}
-    if path.exists():
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    elif "FRESHRANK_CONFIG" in env or path != DEFAULT_CONFIG:
-        raise FileNotFoundError(f"config file not found: {path}")
+def _repo_uri(uri):
+    """A ``sqlite:///`` URI with a relative path names a database under the repository."""
+    if not isinstance(uri, str) or not uri.startswith(SQLITE):
+        return uri
+    path = uri[len(SQLITE) :]
+    if path.startswith(":memory:") or Path(path).is_absolute():
+        return uri
+    return f"{SQLITE}{REPO_ROOT / path}"
 
-    top = {k: v for k, v in raw.items() if k not in _SECTIONS}
-    sections = {name: dict(raw.get(name, {})) for name in _SECTIONS}
+
+def _read(path: Path) -> dict[str, dict[str, tuple[object, str]]]:
+    """A TOML file's values by section ("" for the top level), each with where it is from."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with path.open("rb") as fh:
+        raw = tomllib.load(fh)
+    out: dict[str, dict[str, tuple[object, str]]] = {"": {}, **{s: {} for s in _SECTIONS}}
+    for key, value in raw.items():
+        if key not in _SECTIONS:
+            out[""][key] = (_repo_uri(value) if key == "tracking_uri" else value, str(path))
+        elif isinstance(value, dict):
+            out[key].update((k, (v, f"{path} [{key}]")) for k, v in value.items())
+        else:
+            raise ValueError(f"{path}: {key!r} must be a [{key}] section")
+    return out
+
+
+def _missing(values: dict[str, dict]) -> list[str]:
+    top = [repr(k) for k in _types(Settings) if k not in values[""]]
+    return top + [
+        f"{k!r} in [{s}]" for s, cls in _SECTIONS.items() for k in _types(cls) if k not in values[s]
+    ]
+
+
+def load_settings(
+    path: str | os.PathLike | None = None,
+    env: typing.Mapping[str, str] | None = None,
+    *,
+    base: str | os.PathLike = DEFAULT_CONFIG,
+) -> Settings:
+    """``base`` (the repository's freshrank.toml: every key), then the file ``path`` or
+    ``FRESHRANK_CONFIG`` names (only the keys it changes), then environment overrides."""
+    env = os.environ if env is None else env
+    base = Path(base)
+    values = _read(base)
+    if missing := _missing(values):
+        raise ValueError(f"{base}: missing setting {', '.join(missing)}: this file needs every key")
+    user = path or env.get("FRESHRANK_CONFIG")
+    if user and Path(user).resolve() != base.resolve():
+        for section, layer in _read(Path(user)).items():
+            values[section].update(layer)
+
     for key, value in env.items():
         if not key.startswith("FRESHRANK__"):
             continue
         parts = key.split("__")
         if len(parts) == 3 and parts[1].lower() in _SECTIONS:
-            sections[parts[1].lower()][parts[2].lower()] = value
+            values[parts[1].lower()][parts[2].lower()] = (value, f"environment {key}")
         elif len(parts) == 2:
-            top[parts[1].lower()] = value
+            values[""][parts[1].lower()] = (value, f"environment {key}")
         else:
             raise ValueError(f"environment: cannot place override {key}")
-    if env.get("FRESHRANK_DATA_ROOT"):
-        top["data_root"] = env["FRESHRANK_DATA_ROOT"]
-    if env.get("MLFLOW_TRACKING_URI"):
-        top["tracking_uri"] = env["MLFLOW_TRACKING_URI"]
-    if env.get("FRESHRANK_ARTIFACT_ROOT"):
-        top["artifact_root"] = env["FRESHRANK_ARTIFACT_ROOT"]
+    for key, name in _STORE_ENV.items():
+        if env.get(key):
+            values[""][name] = (env[key], f"environment {key}")
 
-    kwargs = {k: _coerce(Settings, k, v, str(path)) for k, v in top.items()}
-    for name, cls in _SECTIONS.items():
-        values = {k: _coerce(cls, k, v, f"{path} [{name}]") for k, v in sections[name].items()}
-        kwargs[name] = cls(**values)
-    return Settings(**kwargs)
+    def build(cls, layer: dict[str, tuple[object, str]]):
+        return cls(**{k: _coerce(cls, k, v, where) for k, (v, where) in layer.items()})
+
+    sections = {name: build(cls, values[name]) for name, cls in _SECTIONS.items()}
+    top = {k: _coerce(Settings, k, v, where) for k, (v, where) in values[""].items()}
+    return Settings(**top, **sections)
+
+
+def defaults() -> Settings:
+    """The repository's freshrank.toml alone: no user file, no environment. Tests and
+    callers that need one section build theirs from it, e.g.
+    ``dataclasses.replace(defaults().train, batch_size=64)``."""
+    return load_settings(env={})
+
+
+def world_env(root: str | os.PathLike) -> dict[str, str]:
+    """The environment variables that put every store of a throwaway world under ``root``:
+    data in ``root/data``, the MLflow database ``root/mlflow.db``, artifacts in
+    ``root/artifacts``. Pass it to :func:`load_settings` or into a subprocess's environment."""
+    root = Path(root)
+    return {
+        "FRESHRANK_DATA_ROOT": str(root / "data"),
+        "MLFLOW_TRACKING_URI": f"{SQLITE}{root / 'mlflow.db'}",
+        "FRESHRANK_ARTIFACT_ROOT": str(root / "artifacts"),
+    }
 
 
 def settings_under(root: str | os.PathLike, env: dict | None = None) -> Settings:
     """Settings whose data root and MLflow store (SQLite + artifacts) all live under
     ``root``: a throwaway world for benchmarks and scenario runs. ``env`` adds overrides."""
-    root = Path(root)
-    stores = {
-        "FRESHRANK_DATA_ROOT": str(root / "data"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "FRESHRANK_ARTIFACT_ROOT": str(root / "artifacts"),
-    }
-    return load_settings(env={**os.environ, **stores, **(env or {})})
+    return load_settings(env={**os.environ, **world_env(root), **(env or {})})

@@ -51,8 +51,9 @@ from pathlib import Path
 
 from core import features
 from core.contract import EVENT_FIELDS, EVENT_TYPES, ITEM_FIELDS, KEY_FIELDS, POSITIVE_TYPES
-from core.layout import Layout, check_ds, publish_dir, shift_ds, staging_dir, write_json
+from core.layout import Layout, check_ds, publish_dir, shift_ds, staging_dir
 from core.settings import PreprocessSettings, Settings, load_settings
+from core.summaries import PreprocessSummary, write_summary
 from jobs.feature_state import day_counts, read_state, update_state, write_state
 
 log = logging.getLogger(__name__)
@@ -463,17 +464,8 @@ def build_examples(labelled, item_state, cfg: PreprocessSettings, ds: str, featu
         cfg.holdout_fraction * 10_000
     )
     df = (
-        df.withColumn(
-            "log_price",
-            F.when(F.col("price") > 0, F.log1p("price")).otherwise(F.lit(0.0)),
-        )
-        .withColumn(
-            "position",
-            F.when(F.col("position") > 0, F.least("position", F.lit(features.MAX_POSITION)))
-            .otherwise(F.lit(0))
-            .cast("double")
-            / features.MAX_POSITION,
-        )
+        df.withColumn("log_price", features.spark_log_price("price"))
+        .withColumn("position", features.spark_position_feature("position"))
         .withColumn("split", F.when(holdout, "holdout").otherwise("train"))
     )
     return df.select(*[F.col(c).cast(t).alias(c) for c, t in features.EXAMPLE_SCHEMA.items()])
@@ -534,7 +526,7 @@ def preprocess_day(spark, ds: str, settings: Settings) -> dict:
     except BaseException:
         staged.discard()
         raise
-    write_json(layout.run_dir(ds) / "preprocess.json", summary)
+    summary = write_summary(layout, summary, PreprocessSummary)
     log.info(
         "preprocess %s: %d rows in, %d clean, %d quarantined, %d duplicates, %d examples (%.1fs)",
         ds, summary["rows_in"], summary["clean"], summary["quarantined"],

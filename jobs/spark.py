@@ -30,12 +30,14 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.settings import REPO_ROOT, PreprocessSettings
+import psutil
+import requests
+
+from core.settings import REPO_ROOT, PreprocessSettings, defaults
 
 LOOPBACK = "127.0.0.1"
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
@@ -51,7 +53,7 @@ def submitted() -> bool:
 def get_spark(cfg: PreprocessSettings | None = None, app_name: str = "freshrank"):
     from pyspark.sql import SparkSession
 
-    cfg = cfg or PreprocessSettings()
+    cfg = cfg or defaults().preprocess
     os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
     builder = SparkSession.builder.appName(app_name)
     # A master set here would override spark-submit's --master: only set it when we are
@@ -214,11 +216,24 @@ def _launch(name: str, args: list[str], work_dir: Path, env: dict) -> subprocess
 
 
 def _master_status(web_ui_url: str) -> dict | None:
+    """The master's ``/json/`` status, or None while it does not answer (yet)."""
+    return _master_answer(web_ui_url)[0]
+
+
+def _master_answer(web_ui_url: str) -> tuple[dict | None, str]:
+    """The master's ``/json/`` status (None while it does not answer yet) and its answer."""
+    url = f"{web_ui_url}/json/"
     try:
-        with urllib.request.urlopen(f"{web_ui_url}/json/", timeout=2) as resp:
-            return json.load(resp)
-    except (OSError, ValueError):
-        return None
+        resp = requests.get(url, timeout=2)
+    except requests.RequestException as exc:
+        return None, f"GET {url}: {type(exc).__name__}"
+    answer = f"GET {url}: HTTP {resp.status_code} {resp.reason}"
+    if not resp.ok:
+        return None, answer
+    try:
+        return resp.json(), answer
+    except ValueError:
+        return None, f"{answer}, not JSON"
 
 
 def _log_tail(path: Path, n: int = 20) -> str:
@@ -282,7 +297,7 @@ def start_standalone_cluster(
 
 
 def _wait(cluster: StandaloneCluster, ready, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+    deadline, answer = time.monotonic() + timeout, "no request"
     while time.monotonic() < deadline:
         for name, proc in cluster.processes.items():
             if proc.poll() is not None:
@@ -290,22 +305,21 @@ def _wait(cluster: StandaloneCluster, ready, what: str, timeout: float) -> None:
                     f"the Spark {name} exited with {proc.returncode} while starting:\n"
                     + _log_tail(cluster.work_dir / f"{name}.log")
                 )
-        status = _master_status(cluster.web_ui_url)
+        status, answer = _master_answer(cluster.web_ui_url)
         if status and ready(status):
             return
         time.sleep(0.5)
     logs = "\n".join(_log_tail(cluster.work_dir / f"{n}.log") for n in cluster.processes)
-    raise RuntimeError(f"{what} was not ready after {timeout:.0f}s:\n{logs}")
+    raise RuntimeError(f"{what} was not ready after {timeout:.0f}s (last {answer}):\n{logs}")
 
 
 def _is_ours(pid: int, main_class: str) -> bool:
     """The pid is still the Spark daemon we started (not a reused pid) and not a zombie."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        proc = psutil.Process(pid)
+        return main_class in "\0".join(proc.cmdline()) and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, ValueError):  # gone, a zombie, not ours to read, or no pid
         return False
-    return main_class.encode() in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _signal_group(pid: int, sig: int) -> None:

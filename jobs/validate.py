@@ -15,28 +15,38 @@ Run with ``python -m jobs.validate --ds 2026-11-20`` or from the nightly DAG. Ch
   position and click rate against the previous processed day; above ``drift_psi_warn`` is
   flagged and handed to the strategy decision.
 
-Writes ``runs/dt=<ds>/validate.json`` and a readable ``validation.html`` *before* raising
-:class:`DataValidationError`, whose message names each failed expectation, its column and
-the unexpected count.
+Writes ``runs/dt=<ds>/validate.json`` (every check, FreshRank's own volume, quarantine and
+drift included) and Great Expectations' Data Docs of the day's suite results
+(``runs/dt=<ds>/validation/index.html``) *before* raising :class:`DataValidationError`, whose
+message names each failed expectation, its column and the unexpected count.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
+import datetime as dt
 import json
 import logging
 import math
 import os
+import shutil
 import time
+from pathlib import Path
 
 from core import features
-from core.layout import Layout, check_ds, read_json, write_json
+from core.layout import Layout, check_ds, publish_dir, staging_dir
 from core.settings import REPO_ROOT, Settings, ValidateSettings, load_settings
+from core.summaries import PreprocessSummary, ValidateSummary, read_summary, write_summary
 
 log = logging.getLogger(__name__)
 SUITES_DIR = REPO_ROOT / "expectations"
 PSI_EPS = 1e-4
+DOCS_SITE = "freshrank"
+DOCS_NOTE = (
+    '<div class="alert alert-info m-3">FreshRank {ds}: these pages show the Great Expectations '
+    "suites only; the volume, quarantine and drift checks (and the day's verdict) are in "
+    '<a href="../validate.json">validate.json</a>.</div>'
+)
 
 
 class DataValidationError(ValueError):
@@ -66,17 +76,30 @@ def suite_parameters(cfg: ValidateSettings) -> dict:
     return params
 
 
-def run_suite(name: str, df, params: dict) -> list[dict]:
+def gx_context():
+    """An ephemeral (in-memory) Great Expectations context: suites and results live only as
+    long as it does; :func:`write_data_docs` renders its results to files."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
+    return context
+
+
+def run_suite(name: str, df, params: dict, context=None, run_id=None) -> list[dict]:
     """Run suite ``name`` on a Spark DataFrame; one dict per expectation.
 
     First with result format ``BOOLEAN_ONLY`` (pass or fail only: Great Expectations folds
     the checks into a few Spark jobs, about 2.5x faster on a 1M-row day); only when an
     expectation fails is the suite run again with ``SUMMARY``, for the counts and observed
     values the failure message names. A passing day's report therefore shows no counts.
+    The result is kept in ``context``'s validation results store (for the Data Docs); the
+    ``SUMMARY`` rerun has the first run's id, so it replaces the pass/fail-only result there.
     """
-    result = _run_suite(name, df, params, "BOOLEAN_ONLY")
+    vd = _validation_definition(context or gx_context(), name)
+    result = _run(vd, df, params, "BOOLEAN_ONLY", run_id)
     if not result.success:
-        result = _run_suite(name, df, params, "SUMMARY")
+        result = _run(vd, df, params, "SUMMARY", result.meta["run_id"])
     out = []
     for r in result.results:
         cfg = r.expectation_config
@@ -98,11 +121,9 @@ def run_suite(name: str, df, params: dict) -> list[dict]:
     return out
 
 
-def _run_suite(name: str, df, params: dict, result_format: str):
+def _validation_definition(context, name: str):
     import great_expectations as gx
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
     suite = context.suites.add(load_suite(name))
     # persist=False: by default GE caches the whole frame (deserialized, every column) before
     # computing anything, and never releases it. Reading Parquet, each metric query reads
@@ -112,14 +133,53 @@ def _run_suite(name: str, df, params: dict, result_format: str):
         .add_dataframe_asset(name=name)
         .add_batch_definition_whole_dataframe("whole")
     )
-    vd = context.validation_definitions.add(
+    return context.validation_definitions.add(
         gx.ValidationDefinition(name=name, data=batch, suite=suite)
     )
+
+
+def _run(vd, df, params: dict, result_format: str, run_id):
     return vd.run(
         batch_parameters={"dataframe": df},
         expectation_parameters=params,
         result_format=result_format,
+        run_id=run_id,
     )
+
+
+def write_data_docs(context, target: Path, ds: str) -> Path:
+    """Build Great Expectations' Data Docs of every result in ``context`` into ``target``
+    (a local folder, replaced in whole: a rerun of the day never mixes in an older run's
+    pages); returns its ``index.html``. The index says where FreshRank's own checks are."""
+    staging = staging_dir(target)
+    try:
+        context.add_data_docs_site(
+            site_name=DOCS_SITE,
+            site_config={
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(staging),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        context.build_data_docs(site_names=[DOCS_SITE])
+        pages = "".join(path.read_text() for path in staging.rglob("*.html"))
+        for asset in (staging / "static").rglob("*"):
+            if asset.is_file() and asset.name not in pages:
+                asset.unlink()  # GE's tutorial GIFs, unused fonts: 4 MB a night in MLflow
+        index = staging / "index.html"
+        page = index.read_text()
+        anchor = page.find("<body")
+        if anchor >= 0:
+            anchor = page.index(">", anchor) + 1
+            index.write_text(page[:anchor] + DOCS_NOTE.format(ds=ds) + page[anchor:])
+        publish_dir(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / "index.html"
 
 
 def _jsonable(value):
@@ -177,9 +237,9 @@ def drift_reference(layout: Layout, ds: str) -> tuple[str | None, dict | None]:
     (absurd prices, a broken delivery) must not become the baseline drift is measured from."""
     for day in reversed(layout.processed_days("examples")):
         if day < ds:
-            summary = read_json(layout.run_dir(day) / "validate.json")
-            if summary and summary.get("success") and summary.get("histograms"):
-                return day, summary
+            summary = read_summary(layout, day, ValidateSummary)
+            if summary and summary.success and summary.histograms:
+                return day, summary.to_dict()
     return None, None
 
 
@@ -188,9 +248,9 @@ def volume_check(layout: Layout, ds: str, n: int, cfg: ValidateSettings) -> dict
     for day in reversed(layout.processed_days("examples")):
         if day >= ds:
             continue
-        summary = read_json(layout.run_dir(day) / "validate.json")
-        if summary and summary.get("success"):
-            history.append(summary["examples"])
+        summary = read_summary(layout, day, ValidateSummary)
+        if summary and summary.success:
+            history.append(summary.examples)
         if len(history) >= cfg.volume_window_days:
             break
     if not history:
@@ -218,6 +278,8 @@ def quarantine_check(preprocessed: dict | None, cfg: ValidateSettings) -> dict:
 
 def validate_day(spark, ds: str, settings: Settings) -> dict:
     """Run every check for ``ds``; write the summary and report; raise on a hard failure."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
     check_ds(ds)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     started = time.perf_counter()
@@ -226,13 +288,16 @@ def validate_day(spark, ds: str, settings: Settings) -> dict:
     examples = spark.read.parquet(str(layout.examples(ds)))
     events = spark.read.parquet(str(layout.clean_events(ds)))
     params = suite_parameters(cfg)
-    results = run_suite("clean_events", events, params)
-    results += run_suite("examples", examples, params)
+    context = gx_context()
+    run_id = RunIdentifier(run_name=ds, run_time=dt.datetime.now(dt.UTC))
+    results = run_suite("clean_events", events, params, context, run_id)
+    results += run_suite("examples", examples, params, context, run_id)
     histograms = feature_histograms(examples)
     n_examples = sum(histograms["click"].values())
 
     volume = volume_check(layout, ds, n_examples, cfg)
-    quarantine = quarantine_check(read_json(layout.run_dir(ds) / "preprocess.json"), cfg)
+    preprocessed = read_summary(layout, ds, PreprocessSummary)
+    quarantine = quarantine_check(preprocessed and preprocessed.to_dict(), cfg)
     previous_ds, previous = drift_reference(layout, ds)
     drift = drift_against(previous["histograms"], histograms) if previous else {}
     failures = [r for r in results if not r["success"]]
@@ -268,8 +333,8 @@ def validate_day(spark, ds: str, settings: Settings) -> dict:
         "seconds": round(time.perf_counter() - started, 2),
     }
     runs = layout.run_dir(ds)
-    write_json(runs / "validate.json", summary)
-    (runs / "validation.html").write_text(render_html(summary))
+    write_summary(layout, summary, ValidateSummary)
+    write_data_docs(context, runs / "validation", ds)
     if problems:
         raise DataValidationError(f"validation of {ds} failed:\n  " + "\n  ".join(problems))
     log.info("validate %s: %d expectations passed, drift %s", ds, len(results), drift)
@@ -286,35 +351,6 @@ def _describe(r: dict) -> str:
             f"unexpected of {r['element_count']} rows"
         )
     return f"{r['suite']}: {r['expectation']}{where} failed: observed {r['observed_value']}"
-
-
-def render_html(summary: dict) -> str:
-    esc = html.escape
-    rows = "".join(
-        f"<tr class={'ok' if r['success'] else 'bad'}><td>{esc(r['suite'])}</td>"
-        f"<td>{esc(r['expectation'])}</td><td>{esc(str(r['column'] or ''))}</td>"
-        f"<td>{'pass' if r['success'] else 'FAIL'}</td>"
-        f"<td>{esc(str(r['unexpected_count'] if r['unexpected_count'] is not None else ''))}</td>"
-        f"<td>{esc(str(r['observed_value'] if r['observed_value'] is not None else ''))}</td></tr>"
-        for r in summary["results"]
-    )
-    drift = "".join(
-        f"<tr><td>{esc(k)}</td><td>{v:.4f}</td></tr>" for k, v in summary["drift_psi"].items()
-    )
-    status = "PASSED" if summary["success"] else "FAILED"
-    problems = "".join(f"<li>{esc(p)}</li>" for p in summary["problems"])
-    return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>FreshRank validation {summary["ds"]}</title>
-<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;text-align:left}}
-.bad{{background:#fdd}} .ok{{background:#efe}}</style></head><body>
-<h1>Validation of {summary["ds"]}: {status}</h1>
-<p>{summary["examples"]} examples; {summary["expectations_evaluated"]} expectations,
-{summary["expectations_failed"]} failed; volume ratio {summary["volume"]["ratio"]}.</p>
-<ul>{problems}</ul>
-<h2>Expectations</h2><table><tr><th>suite</th><th>expectation</th><th>column</th>
-<th>result</th><th>unexpected</th><th>observed</th></tr>{rows}</table>
-<h2>Drift vs {summary["drift_reference"]} (PSI)</h2><table>{drift}</table>
-</body></html>"""
 
 
 def main(argv=None) -> int:

@@ -5,8 +5,8 @@ Steps: ``prune_low_magnitude`` with a polynomial schedule to ``target_sparsity``
 short fine-tune on the day's rows, ``strip_pruning``, then two TFLite conversions of the
 pruned model: float (for comparison) and int8 with a representative dataset drawn from the
 day's real examples (``TFLITE_BUILTINS_INT8`` only, float input/output kept at the edges).
-Writes ``pruned.keras``, ``float.tflite``, ``int8.tflite`` and ``compress.json`` (sizes raw
-and gzipped, sparsity per layer) next to the trained model.
+Writes ``pruned.keras``, ``float.tflite`` and ``int8.tflite`` next to the trained model; the
+stage records sizes (raw and gzipped) and sparsity per layer in ``runs/dt=<ds>/compress.json``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.layout import Layout, check_ds, write_json, written_whole
+from core.layout import Layout, check_ds, written_whole
 from core.settings import CompressSettings, TrainSettings, load_settings
+from core.summaries import CompressSummary, write_summary
 from models import ranker
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,6 @@ def compress_model(
         "int8_tflite_path": str(int8_path),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    write_json(out_dir / "compress.json", summary)
     log.info(
         "compress: keras %.0f KB -> int8 %.0f KB (gzip %.0f KB)",
         sizes["keras"]["bytes"] / 1024,
@@ -139,6 +139,15 @@ def compress_model(
         sizes["int8_tflite"]["gzip_bytes"] / 1024,
     )
     return summary
+
+
+def compress_day(layout: Layout, ds: str, cfg: CompressSettings, train_cfg: TrainSettings):
+    """The pipeline's stage: compress the day's candidate (``layout.candidate_dir``),
+    calibrated on the day's training rows; record ``runs/dt=<ds>/compress.json``."""
+    out = layout.candidate_dir(ds)
+    train_df = ranker.read_examples([layout.examples(ds)], "train")
+    summary = compress_model(out / "model.keras", train_df, out, cfg, train_cfg)
+    return write_summary(layout, {"ds": ds, **summary}, CompressSummary)
 
 
 def main(argv=None) -> int:
@@ -150,9 +159,7 @@ def main(argv=None) -> int:
     settings = load_settings(args.config)
     layout = Layout(settings.data_root)
     ds = check_ds(args.ds)
-    out = layout.model_dir(ds)
-    df = ranker.read_examples([layout.examples(ds)], "train")
-    print(compress_model(out / "model.keras", df, out, settings.compress, settings.train))
+    print(compress_day(layout, ds, settings.compress, settings.train))
     return 0
 
 

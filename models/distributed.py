@@ -3,9 +3,8 @@
 Two parts:
 
 * the launcher, :func:`train_distributed` (what ``models.train.finetune`` calls when
-  ``[train] workers`` > 1; also ``python -m models.train --ds 2026-11-20 --workers 2`` or
-  ``python -m models.distributed launch --ds 2026-11-20 --workers 2``), starts N worker
-  processes on this machine, each with its own ``TF_CONFIG`` (a cluster of
+  ``[train] workers`` > 1; also ``python -m models.train --ds 2026-11-20 --workers 2``),
+  starts N worker processes on this machine, each with its own ``TF_CONFIG`` (a cluster of
   ``127.0.0.1:<free port>`` workers, task ``worker``/``i``), and supervises them: when one
   exits non-zero or dies, the others are stopped hard (SIGTERM to each worker's own process
   group, SIGKILL after a short grace; a worker blocked in a collective waiting for a missing
@@ -25,7 +24,7 @@ Two parts:
   save to scratch directories that are removed (the usual MWMS save pattern).
 
 On a real cluster there is no launcher: start ``python -m models.distributed worker --ds
-<ds> --strategy full --base <model.keras> --out <dir>`` on every host with ``TF_CONFIG`` set,
+<ds> --strategy full --base <model.keras>`` on every host with ``TF_CONFIG`` set,
 e.g. ``{"cluster": {"worker": ["host-a:2222", "host-b:2222"]}, "task": {"type": "worker",
 "index": 0}}`` on host-a and ``"index": 1`` on host-b. Every host needs the data root and
 the output directory on shared storage (the backup is read from ``<out>/backup`` by all
@@ -51,6 +50,7 @@ from pathlib import Path
 
 from core.layout import Layout, check_ds, read_json, write_json
 from core.settings import REPO_ROOT, TrainSettings, load_settings
+from core.summaries import TrainSummary, write_summary
 from models import fit
 
 log = logging.getLogger(__name__)
@@ -268,7 +268,6 @@ def train_distributed(
     shutil.rmtree(fit.backup_root(out_dir), ignore_errors=True)
     summary = fit.summarize(ds, strategy, base_model, out_dir, workers, chief, started)
     summary["logs"] = [str(p) for p in logs]
-    write_json(out_dir / "train.json", summary)
     return summary
 
 
@@ -341,16 +340,12 @@ def _train_settings(raw: dict) -> TrainSettings:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    launch = sub.add_parser("launch", help="train with N local workers and supervise them")
-    launch.add_argument("--workers", type=int, default=2)
     worker = sub.add_parser("worker", help="run one worker (TF_CONFIG from the environment)")
     worker.add_argument("--spec", help="JSON written by the launcher (replaces the rest)")
-    worker.add_argument("--out", help="output directory (default: models/dt=<ds>/)")
-    for p in (launch, worker):
-        p.add_argument("--ds")
-        p.add_argument("--strategy", default="full", choices=fit.STRATEGIES[1:])
-        p.add_argument("--base", help="model.keras to warm-start from")
-        p.add_argument("--config")
+    worker.add_argument("--ds")
+    worker.add_argument("--strategy", default="full", choices=fit.STRATEGIES[1:])
+    worker.add_argument("--base", help="model.keras to warm-start from")
+    worker.add_argument("--config")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s"
@@ -376,27 +371,17 @@ def main(argv=None) -> int:
     settings = load_settings(args.config)
     layout = Layout(settings.data_root)
     ds = check_ds(args.ds)
-    if args.command == "worker":
-        started = time.perf_counter()
-        out = Path(args.out) if args.out else layout.model_dir(ds)
-        result = run_worker(settings.data_root, ds, args.strategy, args.base, out, settings.train)
-        tf_conf = json.loads(os.environ.get("TF_CONFIG") or "{}")
-        if int(tf_conf.get("task", {}).get("index", 0)) == 0:  # the chief: as finetune does
-            workers = len(tf_conf.get("cluster", {}).get("worker", [])) or 1
-            result = fit.summarize(ds, args.strategy, args.base, out, workers, result, started)
-            write_json(out / "train.json", result)
-        print(json.dumps(result))
-        return 0
-    summary = train_distributed(
-        args.base,
-        layout,
-        ds,
-        layout.model_dir(ds),
-        args.strategy,
-        settings.train,
-        workers=args.workers,
-    )
-    print(json.dumps(summary, indent=2))
+    # A worker started by hand (a multi-host run): it trains the day's candidate, and the
+    # chief records the stage as models.train.fine_tune_day does.
+    started = time.perf_counter()
+    out = layout.candidate_dir(ds)
+    result = run_worker(settings.data_root, ds, args.strategy, args.base, out, settings.train)
+    tf_conf = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    if int(tf_conf.get("task", {}).get("index", 0)) == 0:
+        workers = len(tf_conf.get("cluster", {}).get("worker", [])) or 1
+        result = fit.summarize(ds, args.strategy, args.base, out, workers, result, started)
+        result = write_summary(layout, result, TrainSummary)
+    print(json.dumps(result))
     return 0
 
 

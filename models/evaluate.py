@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.layout import Layout, write_json
+from core.layout import Layout
 from core.settings import GateSettings
+from core.summaries import EvaluateSummary, write_summary
 from models import gate, ranker
 from models.metrics import expected_calibration_error, ranking_metrics, score_metrics
 
@@ -141,11 +142,17 @@ def evaluate_candidate(
         "gate_reasons": reasons,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    write_json(candidate_dir / "eval.json", result)
     from models.report import write_report
 
     result["report"] = str(write_report(layout, ds, result, y, scores, candidate_dir))
     return result
+
+
+def evaluate_day(layout: Layout, ds: str, champion: dict | None, cfg: GateSettings) -> dict:
+    """The pipeline's stage: evaluate the day's candidate (``layout.candidate_dir``) against
+    ``champion``; record ``runs/dt=<ds>/evaluate.json``."""
+    result = evaluate_candidate(layout, ds, layout.candidate_dir(ds), champion, cfg)
+    return write_summary(layout, result, EvaluateSummary)
 
 
 def champion_auc_on(layout: Layout, ds: str, champion: dict, max_rows: int = 50_000) -> float:

@@ -1,35 +1,31 @@
-"""Ranking metrics on plain numpy arrays (no sklearn needed at serving or in the DAG)."""
+"""Evaluation metrics on numpy arrays: AUC and log loss from scikit-learn, calibration and
+per-request ranking metrics here (scikit-learn has no equivalent, see each). Used by
+evaluation, reports and benchmarks; serving does not import it."""
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn import metrics as sk
 
 
 def auc(y_true, y_score) -> float:
-    """Area under the ROC curve by the rank-sum formula, with ties given average ranks.
-
-    Returns NaN when only one class is present.
-    """
+    """Area under the ROC curve (ties count one half). NaN when only one class is present
+    or a score is NaN (a broken model then fails the gate instead of raising)."""
     y = np.asarray(y_true, dtype=np.float64).ravel()
     s = np.asarray(y_score, dtype=np.float64).ravel()
-    n_pos = float(y.sum())
-    n_neg = float(len(y) - n_pos)
-    if n_pos == 0 or n_neg == 0:
+    if np.unique(y).size < 2 or np.isnan(s).any():
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    # Average rank for each run of tied scores.
-    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
-    avg_rank = first + (counts + 1) / 2.0
-    ranks = np.empty(len(s))
-    ranks[order] = np.repeat(avg_rank, counts)
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(sk.roc_auc_score(y, s))
 
 
 def log_loss(y_true, y_prob, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy, probabilities clipped to [eps, 1 - eps]; NaN on a NaN or
+    on no rows (an empty segment of the holdout)."""
     y = np.asarray(y_true, dtype=np.float64).ravel()
     p = np.clip(np.asarray(y_prob, dtype=np.float64).ravel(), eps, 1 - eps)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    if len(y) == 0 or np.isnan(p).any():
+        return float("nan")
+    return float(sk.log_loss(y, p, labels=[0, 1]))
 
 
 def score_metrics(y_true, y_prob) -> dict[str, float]:
@@ -43,6 +39,8 @@ def expected_calibration_error(y_true, y_prob, bins: int = 10) -> float:
     return float(sum(c["n"] * abs(c["observed"] - c["predicted"]) for c in curve) / max(n, 1))
 
 
+# Not sklearn.calibration.calibration_curve: it returns no bin sizes (which the ECE weights
+# by and the report prints) and scikit-learn has no ECE.
 def calibration_curve(y_true, y_prob, bins: int = 10) -> list[dict]:
     y = np.asarray(y_true, dtype=np.float64).ravel()
     p = np.asarray(y_prob, dtype=np.float64).ravel()
@@ -63,7 +61,11 @@ def calibration_curve(y_true, y_prob, bins: int = 10) -> list[dict]:
 
 
 def ranking_metrics(request_ids, y_true, y_score, k: int = 10) -> dict[str, float]:
-    """Mean NDCG@k and recall@k over requests with at least one positive."""
+    """Mean NDCG@k and recall@k over requests with at least one positive.
+
+    Not sklearn's ndcg_score: it wants equal-sized requests in one matrix, rejects requests
+    of one candidate and averages tied scores, where here ties keep the input order.
+    """
     import pandas as pd
 
     df = pd.DataFrame(

@@ -15,15 +15,35 @@ Promotion sets ``previous`` first and ``champion`` second: a crash in between le
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
+from core.layout import Layout
 from core.settings import Settings
+from core.summaries import (
+    CompressSummary,
+    EvaluateSummary,
+    PreprocessSummary,
+    RegisterSummary,
+    StrategyDecision,
+    TrainSummary,
+    ValidateSummary,
+    read_summary,
+    summary_path,
+    write_summary,
+)
 
 log = logging.getLogger(__name__)
 CHAMPION, PREVIOUS = "champion", "previous"
 HISTORY_LENGTH = 50
 NIGHTLY_PROMOTION = "gate passed on"  # start of the promotion_reason the pipeline writes
-PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "tf-keras==2.21.0", "pandas==2.3.3", "numpy==2.4.6"]
+PIP_REQUIREMENTS = [
+    "tensorflow-cpu==2.21.0",
+    "tf-keras==2.21.0",
+    "pandas==2.3.3",
+    "numpy==2.4.6",
+    "xxhash==4.1.0",
+]
 
 
 def client(settings: Settings):
@@ -155,8 +175,10 @@ def register_candidate(
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
         mlflow.set_tags({k: str(v)[:5000] for k, v in tags.items()})
-        for path in artifacts_extra:
-            if Path(path).exists():
+        for path in map(Path, artifacts_extra):
+            if path.is_dir():  # a site (the validation Data Docs): reports/<its name>/
+                mlflow.log_artifacts(str(path), artifact_path=f"reports/{path.name}")
+            elif path.exists():
                 mlflow.log_artifact(str(path), artifact_path="reports")
         repo = Path(__file__).resolve().parent.parent
         info = mlflow.pyfunc.log_model(
@@ -167,7 +189,7 @@ def register_candidate(
                 "int8_tflite": str(candidate_dir / "int8.tflite"),
                 "float_tflite": str(candidate_dir / "float.tflite"),
             },
-            code_paths=[str(repo / "jobs"), str(repo / "models")],
+            code_paths=[str(repo / "core"), str(repo / "models")],
             pip_requirements=PIP_REQUIREMENTS,
             registered_model_name=settings.model_name,
         )
@@ -191,6 +213,86 @@ def register_candidate(
         "reused": False,
         "already_promoted": promoted_before[0] if promoted_before else None,
     }
+
+
+def register_day(settings: Settings, ds: str, dry_run: bool = False) -> dict:
+    """The pipeline's stage: register the day's candidate with the metrics, parameters and
+    lineage the earlier stages recorded; promote it if the gate passed (never on a dry run,
+    never twice for one day). Records ``runs/dt=<ds>/register.json``."""
+    started = time.perf_counter()
+    layout = Layout(settings.data_root)
+    pre = read_summary(layout, ds, PreprocessSummary)
+    val = read_summary(layout, ds, ValidateSummary)
+    decision = read_summary(layout, ds, StrategyDecision, required=True)
+    train = read_summary(layout, ds, TrainSummary, required=True)
+    comp = read_summary(layout, ds, CompressSummary, required=True)
+    ev = read_summary(layout, ds, EvaluateSummary, required=True)
+    sizes = comp.sizes
+    metrics = {
+        "holdout_rows": ev.holdout_rows,
+        "train_rows": train.rows,
+        "int8_tflite_bytes": sizes["int8_tflite"]["bytes"],
+        "int8_tflite_gzip_bytes": sizes["int8_tflite"]["gzip_bytes"],
+        "float_tflite_bytes": sizes["float_tflite"]["bytes"],
+        "keras_bytes": sizes["keras"]["bytes"],
+        **{k: v for k, v in (ev.latency or {}).items() if k != "threads"},
+    }
+    for model, by_segment in ev.segments.items():
+        for segment, values in by_segment.items():
+            prefix = model if segment == "all" else f"{model}.{segment.replace('=', '_')}"
+            for name in ("auc", "log_loss", "ece", "ndcg@10", "recall@10"):
+                value = values.get(name)
+                if value is not None and value == value:  # MLflow rejects NaN
+                    metrics[f"{prefix}.{name.replace('@', '_at_')}"] = value
+    params = {
+        "strategy": decision.strategy,
+        "epochs": train.epochs,
+        "training_days": ",".join(train.days),
+        "target_sparsity": comp.target_sparsity,
+        "base_version": (decision.champion or {}).get("version"),
+    }
+    promote = ev.gate_passed and not dry_run
+    tags = {
+        "ds": ds,
+        "strategy": decision.strategy,
+        "strategy_reasons": "; ".join(decision.reasons),
+        "gate_passed": ev.gate_passed,
+        "gate_reasons": "; ".join(ev.gate_reasons),
+        "dry_run": dry_run,
+        "input_partitions": ",".join(str(layout.examples(d)) for d in train.days),
+        "rows_in": pre.rows_in if pre else None,
+        "rows_clean": pre.clean if pre else None,
+        "rows_quarantined": pre.quarantined if pre else None,
+        "validation_success": val.success if val else None,
+    }
+    runs = layout.run_dir(ds)
+    reports = [runs / "validation", runs / "report.html"]
+    reports += [
+        summary_path(layout, cls.STAGE, ds)
+        for cls in (
+            PreprocessSummary,
+            ValidateSummary,
+            StrategyDecision,
+            TrainSummary,
+            CompressSummary,
+            EvaluateSummary,
+        )
+    ]
+    candidate = layout.candidate_dir(ds)
+    result = register_candidate(settings, candidate, params, metrics, tags, promote, reports)
+    if dry_run:
+        why = "dry run: never promotes"
+    elif promote and result.get("already_promoted"):
+        why = (
+            f"gate passed, but v{result['already_promoted']} was already promoted for {ds}: "
+            "a rerun never promotes twice"
+        )
+    elif promote:
+        why = "gate passed: " + "; ".join(ev.gate_reasons)
+    else:
+        why = "gate failed: " + "; ".join(ev.gate_reasons)
+    summary = {**result, "ds": ds, "why": why, "seconds": round(time.perf_counter() - started, 2)}
+    return write_summary(layout, summary, RegisterSummary)
 
 
 def promote(settings: Settings, version: str, reason: str) -> None:

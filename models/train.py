@@ -38,8 +38,9 @@ import sys
 import time
 from pathlib import Path
 
-from core.layout import Layout, check_ds, write_json
+from core.layout import Layout, check_ds
 from core.settings import Settings, TrainSettings, load_settings
+from core.summaries import TrainSummary, write_summary
 from models.fit import STRATEGIES, backup_root, check_request, fit_ranker, summarize
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,14 @@ def finetune(
     out_dir = Path(out_dir)
     run = fit_ranker(base_model, layout, ds, out_dir, strategy, cfg)
     shutil.rmtree(backup_root(out_dir), ignore_errors=True)
-    summary = summarize(ds, strategy, base_model, out_dir, 1, run, started)
-    write_json(out_dir / "train.json", summary)
-    return summary
+    return summarize(ds, strategy, base_model, out_dir, 1, run, started)
+
+
+def fine_tune_day(base_model, layout: Layout, ds: str, strategy: str, cfg: TrainSettings) -> dict:
+    """The pipeline's stage: train the day's candidate (``layout.candidate_dir``) and record
+    ``runs/dt=<ds>/fine_tune.json``."""
+    summary = finetune(base_model, layout, ds, layout.candidate_dir(ds), strategy, cfg)
+    return write_summary(layout, summary, TrainSummary)
 
 
 def main(argv=None) -> int:
@@ -89,14 +95,7 @@ def main(argv=None) -> int:
             parser.error("--workers must be >= 1")
         cfg = dataclasses.replace(cfg, workers=args.workers)
     ds = check_ds(args.ds)
-    summary = finetune(
-        args.base,
-        layout,
-        ds,
-        layout.model_dir(ds),
-        args.strategy,
-        cfg,
-    )
+    summary = fine_tune_day(args.base, layout, ds, args.strategy, cfg)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -16,34 +16,42 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
+
+import requests
+from airflow_client.client import (
+    ApiClient,
+    AssetApi,
+    AssetEventResponse,
+    Configuration,
+    CreateAssetEventsBody,
+)
+from airflow_client.client.exceptions import ApiException
 
 from core.layout import check_ds
 
 ASSET = "freshrank_raw_delta"
+TIMEOUT = 30  # seconds, for each request (the generated client has no default)
 
 
-def call(url: str, method: str = "GET", body=None, token: str | None = None, timeout=30):
-    """One JSON request; returns the decoded answer, raises HTTPError with the body on 4xx/5xx."""
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers=headers, method=method)
-    with urllib.request.urlopen(req, timeout=timeout) as answer:
-        return json.loads(answer.read() or b"{}")
+def api_client(api: str, token: str | None = None) -> ApiClient:
+    """A client of the Airflow REST API (``/api/v2``) at ``api`` that sends the bearer token;
+    a new token goes into ``client.configuration.access_token``."""
+    return ApiClient(Configuration(host=api.rstrip("/"), access_token=token))
 
 
 def login(api: str, user: str, password: str) -> str:
-    try:
-        return call(f"{api}/auth/token", "POST", {"username": user, "password": password})[
-            "access_token"
-        ]
-    except urllib.error.HTTPError as exc:
-        raise PermissionError(f"Airflow at {api} refused the login of {user!r}: {exc}") from None
+    """A JWT for ``user``. ``/auth/token`` belongs to the auth manager, outside the /api/v2 spec
+    that apache-airflow-client covers, so a plain POST with requests (as its docs do)."""
+    url = f"{api}/auth/token"
+    answer = requests.post(url, json={"username": user, "password": password}, timeout=TIMEOUT)
+    if 400 <= answer.status_code < 500:
+        raise PermissionError(
+            f"Airflow at {api} refused the login of {user!r}: POST {url} answered "
+            f"HTTP {answer.status_code} {answer.reason}"
+        )
+    answer.raise_for_status()  # 5xx: HTTPError naming the status and the URL
+    return answer.json()["access_token"]
 
 
 def default_password(user: str) -> str:
@@ -56,18 +64,26 @@ def default_password(user: str) -> str:
     return json.loads(path.read_text())[user]
 
 
-def announce(ds: str, api: str, token: str) -> dict:
+def announce(ds: str, api: str, token: str) -> AssetEventResponse:
     """Post the asset event for day ``ds``; returns the created event."""
     check_ds(ds)
-    query = urllib.parse.urlencode({"name_pattern": ASSET})
-    assets = call(f"{api}/api/v2/assets?{query}", token=token).get("assets", [])
-    matches = [a for a in assets if a["name"] == ASSET]
-    if not matches:
-        raise LookupError(
-            f"asset {ASSET!r} is unknown to {api}: has the DAG processor parsed freshrank_nightly?"
-        )
-    body = {"asset_id": matches[0]["id"], "extra": {"ds": ds}}
-    return call(f"{api}/api/v2/assets/events", "POST", body, token)
+    assets_api = AssetApi(api_client(api, token))
+    request = f"GET {api}/api/v2/assets?name_pattern={ASSET}"
+    try:
+        assets = assets_api.get_assets(name_pattern=ASSET, _request_timeout=TIMEOUT).assets
+        matches = [a for a in assets if a.name == ASSET]
+        if not matches:
+            raise LookupError(
+                f"asset {ASSET!r} is unknown to {api}: "
+                "has the DAG processor parsed freshrank_nightly?"
+            )
+        request = f"POST {api}/api/v2/assets/events"
+        body = CreateAssetEventsBody(asset_id=matches[0].id, extra={"ds": ds})
+        return assets_api.create_asset_event(body, _request_timeout=TIMEOUT)
+    except ApiException as exc:
+        raise RuntimeError(
+            f"announcing {ds}: {request} answered HTTP {exc.status} {exc.reason}: {exc.body}"
+        ) from exc
 
 
 def main(argv=None) -> int:
@@ -78,7 +94,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     token = login(args.api.rstrip("/"), args.user, default_password(args.user))
     event = announce(check_ds(args.ds), args.api.rstrip("/"), token)
-    print(f"announced {args.ds} on asset {ASSET} (event {event.get('id')})")
+    print(f"announced {args.ds} on asset {ASSET} (event {event.id})")
     return 0
 
 

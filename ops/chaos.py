@@ -90,7 +90,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.layout import Layout, read_json, shift_ds, write_json
-from core.settings import Settings, load_settings
+from core.settings import Settings, load_settings, world_env
 from jobs.preprocess import data_files
 from ops import simulate
 from pipeline import nightly
@@ -158,13 +158,7 @@ def describe(stopped_at: str | None, error: str | None) -> str:
 # --- delivering -------------------------------------------------------------------------
 def settings_for(root: Path) -> Settings:
     """Settings of a throwaway data root (MLflow store inside it, never used here)."""
-    return load_settings(
-        env={
-            "FRESHRANK_DATA_ROOT": str(root / "data"),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-            "FRESHRANK_ARTIFACT_ROOT": str(root / "artifacts"),
-        }
-    )
+    return load_settings(env=world_env(root))
 
 
 def build_template(work: Path) -> Path:

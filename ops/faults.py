@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.layout import Layout, read_json
-from core.settings import REPO_ROOT, Settings, load_settings
+from core.settings import REPO_ROOT, Settings, load_settings, world_env
 from jobs.spark import free_port
 from ops import simulate
 
@@ -106,12 +106,7 @@ class World:
 
 def make_world(root: Path) -> World:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHRANK__")}
-    env.update(
-        FRESHRANK_DATA_ROOT=str(root / "data"),
-        MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
-        FRESHRANK_ARTIFACT_ROOT=str(root / "artifacts"),
-        **SMALL_MODEL,
-    )
+    env.update(**world_env(root), **SMALL_MODEL)
     world = World(root, env)
     simulate.generate_day(world.settings.data_root, DS, 0, simulate.SCALES["tiny"], simulate.DIRTY)
     stages = [("preprocess",), ("validate",), ("choose_strategy", "--strategy", "retrain")]

@@ -30,11 +30,15 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+from airflow_client.client import DAGApi, DAGPatchBody, DagRunApi, DAGRunResponse
+from airflow_client.client.exceptions import NotFoundException
+
 from core.layout import shift_ds
-from core.settings import REPO_ROOT, load_settings
+from core.settings import REPO_ROOT, load_settings, world_env
 from jobs.spark import free_port
 from ops import simulate
-from ops.announce import announce, call, login
+from ops.announce import TIMEOUT, announce, api_client, login
 
 # Short windows so the plateau comes within the soak (the defaults keep 30 days of data).
 SOAK_RETENTION = {
@@ -49,6 +53,7 @@ SOAK_RETENTION = {
 BOUNDED = ("raw", "clean", "quarantine", "examples", "state", "models", "artifacts")
 GROWING = ("runs", "airflow_db", "airflow_logs", "mlflow_db")
 SERVICES = ("airflow-api", "airflow-scheduler", "airflow-dag-processor")
+DAG_ID = "freshrank_nightly"
 
 
 def soak_env(home: Path, port: int) -> dict[str, str]:
@@ -57,9 +62,7 @@ def soak_env(home: Path, port: int) -> dict[str, str]:
         FRESHRANK_HOME=str(REPO_ROOT),
         AIRFLOW_CONFIG=str(REPO_ROOT / "airflow.cfg"),
         AIRFLOW_HOME=str(home / "airflow"),
-        FRESHRANK_DATA_ROOT=str(home / "data"),
-        MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
-        FRESHRANK_ARTIFACT_ROOT=str(home / "artifacts"),
+        **world_env(home),
         FRESHRANK_RUN_DIR=str(home / "run"),
         FRESHRANK_LOG_DIR=str(home / "log"),
         FRESHRANK_UP_MLFLOW="0",
@@ -95,15 +98,12 @@ def disk_usage(home: Path) -> dict[str, int]:
 
 def group_rss(pgid: int) -> int:
     """Resident bytes of every live process in process group ``pgid``."""
-    total, page = 0, os.sysconf("SC_PAGE_SIZE")
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    total = 0
+    for proc in psutil.process_iter():
         try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...
-                total += int((proc / "statm").read_text().split()[1]) * page
-        except (OSError, ValueError, IndexError):
+            if os.getpgid(proc.pid) == pgid:
+                total += proc.memory_info().rss
+        except (psutil.Error, OSError):  # gone (or not ours to read) in between
             continue
     return total
 
@@ -113,30 +113,29 @@ def memory_usage(home: Path) -> dict[str, int]:
     for name in SERVICES:
         pid_file = home / "run" / f"{name}.pid"
         rss[name] = group_rss(int(pid_file.read_text())) if pid_file.exists() else 0
-    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-    rss["machine_available"] = int(meminfo["MemAvailable"].split()[0]) * 1024
+    rss["machine_available"] = psutil.virtual_memory().available  # MemAvailable, bytes
     return rss
 
 
-def find_run(base: str, token: str, seen: set[str]) -> dict | None:
+def find_run(runs_api: DagRunApi, seen: set[str]) -> DAGRunResponse | None:
     """The asset-triggered run not seen yet (nights run one after the other)."""
-    runs = call(f"{base}/api/v2/dags/freshrank_nightly/dagRuns?limit=100", token=token)
-    for run in runs["dag_runs"]:
-        if run["dag_run_id"] not in seen and run["run_type"] == "asset_triggered":
+    for run in runs_api.get_dag_runs(DAG_ID, limit=100, _request_timeout=TIMEOUT).dag_runs:
+        if run.dag_run_id not in seen and run.run_type == "asset_triggered":
             return run
     return None
 
 
-def wait_for_night(base: str, token: str, ds: str, seen: set[str], timeout_s: float) -> dict:
+def wait_for_night(
+    runs_api: DagRunApi, ds: str, seen: set[str], timeout_s: float
+) -> DAGRunResponse:
     deadline = time.time() + timeout_s
     run = None
     while time.time() < deadline:
-        run = run or find_run(base, token, seen)
+        run = run or find_run(runs_api, seen)
         if run:
-            url = f"{base}/api/v2/dags/freshrank_nightly/dagRuns/{run['dag_run_id']}"
-            run = call(url, token=token)
-            if run["state"] in ("success", "failed"):
-                seen.add(run["dag_run_id"])
+            run = runs_api.get_dag_run(DAG_ID, run.dag_run_id, _request_timeout=TIMEOUT)
+            if run.state in ("success", "failed"):
+                seen.add(run.dag_run_id)
                 return run
         time.sleep(3)
     raise TimeoutError(f"night {ds}: no finished run after {timeout_s:.0f} s (last: {run})")
@@ -198,27 +197,29 @@ def run_soak(nights: int, home: Path, start: str, scale: str, slack: float, echo
             (home / "airflow" / "simple_auth_manager_passwords.json.generated").read_text()
         )["admin"]
         token = login(base, "admin", password)
+        client = api_client(base, token)
+        dags_api, runs_api = DAGApi(client), DagRunApi(client)
         deadline = time.time() + 180
         while True:  # the DAG processor parses the files first
             try:
-                call(f"{base}/api/v2/dags/freshrank_nightly", token=token)
+                dags_api.get_dag(DAG_ID, _request_timeout=TIMEOUT)
                 break
-            except OSError:
+            except NotFoundException:
                 if time.time() > deadline:
                     raise
                 time.sleep(3)
-        call(f"{base}/api/v2/dags/freshrank_nightly", "PATCH", {"is_paused": False}, token)
+        dags_api.patch_dag(DAG_ID, DAGPatchBody(is_paused=False), _request_timeout=TIMEOUT)
         seen: set[str] = set()
         for night in range(nights):
             ds = shift_ds(start, night)
             t0 = time.time()
             simulate.generate_day(settings.data_root, start, night, config, simulate.DIRTY)
             announce(ds, base, token)
-            run = wait_for_night(base, token, ds, seen, timeout_s=900)
+            run = wait_for_night(runs_api, ds, seen, timeout_s=900)
             record = {
                 "night": night + 1,
                 "ds": ds,
-                "state": run["state"],
+                "state": run.state.value,
                 "seconds": round(time.time() - t0, 1),
                 **night_summary(settings.data_root, ds),
                 "disk": disk_usage(home),
@@ -227,14 +228,14 @@ def run_soak(nights: int, home: Path, start: str, scale: str, slack: float, echo
             records.append(record)
             d, m = record["disk"], record["rss"]
             echo(
-                f"night {night + 1:>2} {ds} {run['state']:7} {record['seconds']:6.1f}s "
+                f"night {night + 1:>2} {ds} {record['state']:7} {record['seconds']:6.1f}s "
                 f"{record['strategy'] or '-':8} promoted={record['promoted']} "
                 f"bounded areas {sum(d[k] for k in BOUNDED) / 2**20:7.1f} MiB  "
                 f"growing {sum(d[k] for k in GROWING) / 2**20:6.1f} MiB  "
                 f"services {sum(m[s] for s in SERVICES) / 2**20:6.0f} MiB RSS"
             )
             if night % 10 == 9:  # a token lives an hour or less: renew it now and then
-                token = login(base, "admin", password)
+                token = client.configuration.access_token = login(base, "admin", password)
     finally:
         down = subprocess.run(
             [str(REPO_ROOT / "scripts" / "down.sh")], env=env, capture_output=True, text=True

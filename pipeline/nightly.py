@@ -13,14 +13,16 @@ import logging
 import time
 
 from core.errors import fails_clearly_on_full_disk
-from core.layout import (
-    Layout,
-    check_ds,
-    json_safe,
-    read_json,
-    write_json,
-)
+from core.layout import Layout, check_ds
 from core.settings import Settings, load_settings
+from core.summaries import (
+    FailureSummary,
+    PreprocessSummary,
+    StrategyDecision,
+    ValidateSummary,
+    read_summary,
+    write_summary,
+)
 from jobs.preprocess import data_files
 
 log = logging.getLogger(__name__)
@@ -36,25 +38,18 @@ STAGES = (
 )
 
 
-def record(settings: Settings, ds: str, stage: str, summary: dict) -> dict:
-    """Write the stage's summary to ``runs/dt=<ds>/<stage>.json``; return it JSON-safe (it
-    travels through XCom, which refuses NaN)."""
-    write_json(Layout(settings.data_root).run_dir(ds) / f"{stage}.json", summary)
-    return json_safe(summary)
-
-
 def record_failure(ds: str, stage: str, reason: str, settings: Settings) -> dict:
     """Write why a night failed where users look: ``runs/dt=<ds>/failure.json`` and an MLflow
     run tagged ``status=failed`` with ``failed_stage`` and ``failure_reason``."""
     import datetime as dt
 
-    summary = {
-        "ds": ds,
-        "failed_stage": stage,
-        "reason": reason[:5000],
-        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-    record(settings, ds, "failure", summary)
+    summary = FailureSummary(
+        ds=ds,
+        failed_stage=stage,
+        reason=reason[:5000],
+        at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    summary = write_summary(Layout(settings.data_root), summary)
     try:
         import mlflow
 
@@ -121,37 +116,33 @@ def choose_strategy(ds: str, settings: Settings, override: str | None = None) ->
 
     started = time.perf_counter()
     layout = Layout(settings.data_root)
-    pre = read_json(layout.run_dir(ds) / "preprocess.json") or {}
-    val = read_json(layout.run_dir(ds) / "validate.json") or {}
+    pre = read_summary(layout, ds, PreprocessSummary, required=True)
+    val = read_summary(layout, ds, ValidateSummary)
     champion = fetch_champion(settings, layout.model_dir(ds) / "champion")
     champion_auc = champion_auc_on(layout, ds, champion) if champion else None
     strategy, reasons = policy(
-        train_examples=int(pre.get("train_examples", 0)),
+        train_examples=pre.train_examples,
         has_champion=champion is not None,
         champion_auc_today=champion_auc,
-        drift_psi=val.get("drift_psi"),
+        drift_psi=val.drift_psi if val else None,
         cfg=settings.strategy,
         override=override,
     )
-    summary = {
-        "ds": ds,
-        "strategy": strategy,
-        "reasons": reasons,
-        "champion": champion,
-        "champion_auc_today": champion_auc,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
     log.info("strategy %s: %s (%s)", ds, strategy, "; ".join(reasons))
-    return record(settings, ds, "choose_strategy", summary)
+    decision = StrategyDecision(
+        ds=ds,
+        strategy=strategy,
+        reasons=reasons,
+        champion=champion,
+        champion_auc_today=champion_auc,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    return write_summary(layout, decision)
 
 
-def decision_of(ds: str, settings: Settings) -> dict:
+def decision_of(ds: str, settings: Settings) -> StrategyDecision:
     """The day's strategy decision, as :func:`choose_strategy` recorded it."""
-    path = Layout(settings.data_root).run_dir(ds) / "choose_strategy.json"
-    decision = read_json(path)
-    if decision is None:
-        raise FileNotFoundError(f"{path} is missing: run choose_strategy for {ds} first")
-    return decision
+    return read_summary(Layout(settings.data_root), ds, StrategyDecision, required=True)
 
 
 @fails_clearly_on_full_disk("fine_tune")
@@ -159,118 +150,40 @@ def fine_tune(ds: str, settings: Settings, workers: int | None = None) -> dict:
     """Warm-start (or retrain) the day's candidate; ``workers`` overrides ``[train] workers``."""
     import dataclasses
 
-    from models.train import finetune
+    from models.train import fine_tune_day
 
     if workers is not None:
         settings = dataclasses.replace(
             settings, train=dataclasses.replace(settings.train, workers=workers)
         )
-    layout = Layout(settings.data_root)
     decision = decision_of(ds, settings)
-    champion = decision.get("champion")
-    summary = finetune(
-        champion["keras"] if champion and decision["strategy"] != "retrain" else None,
-        layout,
-        ds,
-        layout.model_dir(ds) / "candidate",
-        decision["strategy"],
-        settings.train,
-    )
-    return record(settings, ds, "fine_tune", summary)
+    warm = decision.champion and decision.strategy != "retrain"
+    base = decision.champion["keras"] if warm else None
+    layout = Layout(settings.data_root)
+    return fine_tune_day(base, layout, ds, decision.strategy, settings.train)
 
 
 @fails_clearly_on_full_disk("compress")
 def compress(ds: str, settings: Settings) -> dict:
-    from models.compress import compress_model
-    from models.ranker import read_examples
+    from models.compress import compress_day
 
-    layout = Layout(settings.data_root)
-    out = layout.model_dir(ds) / "candidate"
-    train_df = read_examples([layout.examples(ds)], "train")
-    summary = compress_model(out / "model.keras", train_df, out, settings.compress, settings.train)
-    return record(settings, ds, "compress", summary)
+    return compress_day(Layout(settings.data_root), ds, settings.compress, settings.train)
 
 
 @fails_clearly_on_full_disk("evaluate")
 def evaluate(ds: str, settings: Settings) -> dict:
-    from models.evaluate import evaluate_candidate
+    from models.evaluate import evaluate_day
 
-    layout = Layout(settings.data_root)
-    champion = decision_of(ds, settings).get("champion")
-    summary = evaluate_candidate(
-        layout, ds, layout.model_dir(ds) / "candidate", champion, settings.gate
-    )
-    return record(settings, ds, "evaluate", summary)
+    champion = decision_of(ds, settings).champion
+    return evaluate_day(Layout(settings.data_root), ds, champion, settings.gate)
 
 
 @fails_clearly_on_full_disk("register")
 def register(ds: str, settings: Settings, dry_run: bool = False) -> dict:
     """Register the candidate with metrics and lineage; promote it if the gate passed."""
-    from models.registry import register_candidate
+    from models.registry import register_day
 
-    started = time.perf_counter()
-    layout = Layout(settings.data_root)
-    runs = layout.run_dir(ds)
-    pre = read_json(runs / "preprocess.json") or {}
-    val = read_json(runs / "validate.json") or {}
-    decision = decision_of(ds, settings)
-    train = read_json(runs / "fine_tune.json") or {}
-    comp = read_json(runs / "compress.json") or {}
-    ev = read_json(runs / "evaluate.json") or {}
-    metrics = {
-        "holdout_rows": ev["holdout_rows"],
-        "train_rows": train.get("rows"),
-        "int8_tflite_bytes": comp["sizes"]["int8_tflite"]["bytes"],
-        "int8_tflite_gzip_bytes": comp["sizes"]["int8_tflite"]["gzip_bytes"],
-        "float_tflite_bytes": comp["sizes"]["float_tflite"]["bytes"],
-        "keras_bytes": comp["sizes"]["keras"]["bytes"],
-        **{k: v for k, v in (ev.get("latency") or {}).items() if k != "threads"},
-    }
-    for model, by_segment in ev["segments"].items():
-        for segment, values in by_segment.items():
-            prefix = model if segment == "all" else f"{model}.{segment.replace('=', '_')}"
-            for name in ("auc", "log_loss", "ece", "ndcg@10", "recall@10"):
-                value = values.get(name)
-                if value is not None and value == value:  # MLflow rejects NaN
-                    metrics[f"{prefix}.{name.replace('@', '_at_')}"] = value
-    params = {
-        "strategy": decision.get("strategy"),
-        "epochs": train.get("epochs"),
-        "training_days": ",".join(train.get("days", [])),
-        "target_sparsity": comp.get("target_sparsity"),
-        "base_version": (decision.get("champion") or {}).get("version"),
-    }
-    promote = bool(ev["gate_passed"]) and not dry_run
-    tags = {
-        "ds": ds,
-        "strategy": decision.get("strategy"),
-        "strategy_reasons": "; ".join(decision.get("reasons", [])),
-        "gate_passed": ev["gate_passed"],
-        "gate_reasons": "; ".join(ev["gate_reasons"]),
-        "dry_run": dry_run,
-        "input_partitions": ",".join(str(layout.examples(d)) for d in train.get("days", [])),
-        "rows_in": pre.get("rows_in"),
-        "rows_clean": pre.get("clean"),
-        "rows_quarantined": pre.get("quarantined"),
-        "validation_success": val.get("success"),
-    }
-    candidate_dir = layout.model_dir(ds) / "candidate"
-    reports = [runs / "validation.html", runs / "report.html"]
-    reports += [runs / f"{stage}.json" for stage in STAGES[: STAGES.index("register")]]
-    result = register_candidate(settings, candidate_dir, params, metrics, tags, promote, reports)
-    if dry_run:
-        why = "dry run: never promotes"
-    elif promote and result.get("already_promoted"):
-        why = (
-            f"gate passed, but v{result['already_promoted']} was already promoted for {ds}: "
-            "a rerun never promotes twice"
-        )
-    elif promote:
-        why = "gate passed: " + "; ".join(ev["gate_reasons"])
-    else:
-        why = "gate failed: " + "; ".join(ev["gate_reasons"])
-    summary = {**result, "ds": ds, "why": why, "seconds": round(time.perf_counter() - started, 2)}
-    return record(settings, ds, "register", summary)
+    return register_day(settings, ds, dry_run)
 
 
 @fails_clearly_on_full_disk("cleanup")

@@ -31,8 +31,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from core.layout import Layout, check_ds, shift_ds, write_json
+from core.layout import Layout, check_ds, shift_ds
 from core.settings import Settings, load_settings
+from core.summaries import CleanupSummary, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def apply_retention(ds: str, settings: Settings, dry_run: bool = False) -> dict:
         "freed_bytes": freed,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    write_json(layout.run_dir(ds) / "cleanup.json", summary)
+    summary = write_summary(layout, summary, CleanupSummary)
     log.info(
         "retention %s: %d partitions, %d model versions, %.1f MB%s",
         ds,

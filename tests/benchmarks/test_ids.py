@@ -6,7 +6,7 @@ import numpy as np
 
 from benchmarks import ids as bench_ids
 from core import features
-from core.settings import TrainSettings
+from core.settings import defaults
 
 
 def test_vocabulary_gives_rows_in_order_of_arrival_and_row_0_to_unknown_ids():
@@ -18,7 +18,7 @@ def test_vocabulary_gives_rows_in_order_of_arrival_and_row_0_to_unknown_ids():
 
 
 def test_a_grown_table_keeps_every_trained_weight():
-    cfg = TrainSettings()
+    cfg = defaults().train
     variant = bench_ids.Variant("growing_table", cfg)
     variant.vocab["user"].grow(["u1", "u2"])
     variant.vocab["item"].grow(["i1"])

@@ -1,4 +1,4 @@
-"""Hashing shared by Spark and Python, and the settings loader."""
+"""Hashing shared by Spark and Python, feature rows and the data layout."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 
 from core import features
 from core.layout import Layout, inside
-from core.settings import load_settings
 
 
 @pytest.mark.parametrize(
@@ -49,23 +48,6 @@ def test_feature_row_builds_every_model_input():
     assert row["category_bucket"] == 0  # missing category -> reserved bucket 0
     assert row["position"] == pytest.approx(3 / features.MAX_POSITION)
     assert row["log_price"] == pytest.approx(2.302585, rel=1e-5)
-
-
-def test_settings_file_and_env_overrides(tmp_path):
-    cfg = tmp_path / "f.toml"
-    cfg.write_text('data_root = "/srv/shop"\n[train]\nepochs_unused = 1\n')
-    with pytest.raises(ValueError, match="unknown setting 'epochs_unused'"):
-        load_settings(cfg, env={})
-    cfg.write_text('data_root = "/srv/shop"\n[train]\nhidden_units = [8, 4]\n')
-    s = load_settings(cfg, env={"FRESHRANK__TRAIN__BATCH_SIZE": "64", "MLFLOW_TRACKING_URI": "x"})
-    assert str(s.data_root) == "/srv/shop"
-    assert s.train.hidden_units == (8, 4)
-    assert s.train.batch_size == 64
-    assert s.tracking_uri == "x"
-    with pytest.raises(ValueError, match="bad value 'many'"):
-        load_settings(cfg, env={"FRESHRANK__TRAIN__BATCH_SIZE": "many"})
-    with pytest.raises(FileNotFoundError):
-        load_settings(tmp_path / "missing.toml", env={})
 
 
 def test_layout_rejects_bad_dates_and_paths_outside_root(tmp_path):

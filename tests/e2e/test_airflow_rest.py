@@ -14,30 +14,36 @@ import json
 import os
 import subprocess
 import time
-import urllib.error
 from pathlib import Path
 
 import pytest
+from airflow_client.client import DAGApi, DAGPatchBody, DagRunApi, TriggerDAGRunPostBody
+from airflow_client.client.exceptions import (
+    BadRequestException,
+    NotFoundException,
+    UnauthorizedException,
+)
 
-from core.settings import load_settings
+from core.settings import load_settings, world_env
 from jobs.spark import free_port
 from ops import simulate
-from ops.announce import announce, call, default_password, login
+from ops.announce import announce, api_client, default_password, login
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 DS, NEXT = "2026-11-20", "2026-11-21"
+DAG_ID = "freshrank_nightly"
 
 
-def wait_for_run(base: str, token: str, run_id: str, logs: Path) -> dict:
+def wait_for_run(runs_api: DagRunApi, run_id: str, logs: Path):
     deadline = time.time() + 600
     while time.time() < deadline:
-        info = call(f"{base}/api/v2/dags/freshrank_nightly/dagRuns/{run_id}", token=token)
-        if info["state"] in ("success", "failed"):
+        info = runs_api.get_dag_run(DAG_ID, run_id)
+        if info.state in ("success", "failed"):
             break
         time.sleep(5)
     text = "\n".join(p.read_text()[-2000:] for p in logs.glob("*.log"))
-    assert info["state"] == "success", text
+    assert info.state == "success", text
     return info
 
 
@@ -49,9 +55,7 @@ def airflow_up(tmp_path):
         "FRESHRANK_HOME": str(REPO),
         "AIRFLOW_CONFIG": str(REPO / "airflow.cfg"),
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "FRESHRANK_DATA_ROOT": str(tmp_path / "data"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "FRESHRANK_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        **world_env(tmp_path),
         "FRESHRANK_RUN_DIR": str(tmp_path / "run"),
         "FRESHRANK_LOG_DIR": str(tmp_path / "log"),
         "FRESHRANK_UP_MLFLOW": "0",
@@ -74,31 +78,37 @@ def test_trigger_through_rest_api_and_scheduler(airflow_up, monkeypatch):
     settings = load_settings(env=env)
     simulate.generate_days(settings.data_root, DS, 1, simulate.SCALES["tiny"])
 
-    with pytest.raises(urllib.error.HTTPError) as anonymous:
-        call(f"{base}/api/v2/dags")
-    assert anonymous.value.code == 401
+    with pytest.raises(UnauthorizedException) as anonymous:
+        DAGApi(api_client(base)).get_dags()
+    assert anonymous.value.status == 401
 
     monkeypatch.setenv("AIRFLOW_HOME", env["AIRFLOW_HOME"])  # where the generated password is
     token = login(base, "admin", default_password("admin"))
     with pytest.raises(PermissionError):
         login(base, "admin", "not-the-password")
+    client = api_client(base, token)
+    dags_api, runs_api = DAGApi(client), DagRunApi(client)
 
     deadline = time.time() + 120  # the DAG processor parses the files first
     while True:
         try:
-            call(f"{base}/api/v2/dags/freshrank_nightly", token=token)
+            dags_api.get_dag(DAG_ID)
             break
-        except urllib.error.HTTPError:
+        except NotFoundException:
             assert time.time() < deadline, "freshrank_nightly never appeared"
             time.sleep(3)
-    call(f"{base}/api/v2/dags/freshrank_nightly", "PATCH", {"is_paused": False}, token)
-    runs_url = f"{base}/api/v2/dags/freshrank_nightly/dagRuns"
-    with pytest.raises(urllib.error.HTTPError) as bad_param:
-        call(runs_url, "POST", {"logical_date": f"{DS}T00:00:00Z", "conf": {"workers": 0}}, token)
-    assert bad_param.value.code == 400
+    dags_api.patch_dag(DAG_ID, DAGPatchBody(is_paused=False))
+    logical_date = f"{DS}T00:00:00Z"
+    with pytest.raises(BadRequestException) as bad_param:
+        runs_api.trigger_dag_run(
+            DAG_ID, TriggerDAGRunPostBody(logical_date=logical_date, conf={"workers": 0})
+        )
+    assert bad_param.value.status == 400
     conf = {"strategy": "retrain", "dry_run": False}
-    run = call(runs_url, "POST", {"logical_date": f"{DS}T00:00:00Z", "conf": conf}, token)
-    wait_for_run(base, token, run["dag_run_id"], tmp / "log")
+    run = runs_api.trigger_dag_run(
+        DAG_ID, TriggerDAGRunPostBody(logical_date=logical_date, conf=conf)
+    )
+    wait_for_run(runs_api, run.dag_run_id, tmp / "log")
 
     from models import registry
 
@@ -116,9 +126,9 @@ def test_trigger_through_rest_api_and_scheduler(airflow_up, monkeypatch):
     while not triggered:
         assert time.time() < deadline, "the asset event started no run"
         time.sleep(3)
-        runs = call(runs_url, token=token)["dag_runs"]
-        triggered = [r for r in runs if r["run_type"] == "asset_triggered"]
-    wait_for_run(base, token, triggered[0]["dag_run_id"], tmp / "log")
+        runs = runs_api.get_dag_runs(DAG_ID).dag_runs
+        triggered = [r for r in runs if r.run_type == "asset_triggered"]
+    wait_for_run(runs_api, triggered[0].dag_run_id, tmp / "log")
     c = registry.client(settings)
     versions = c.search_model_versions(f"name='{settings.model_name}'")
     assert sorted(v.tags["ds"] for v in versions) == [DS, NEXT]

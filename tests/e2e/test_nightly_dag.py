@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from core.layout import Layout, read_json
-from core.settings import load_settings
+from core.settings import load_settings, world_env
 from ops import simulate
 from ops.demo import airflow, run_day
 
@@ -33,9 +33,7 @@ def world(tmp_path_factory):
         "FRESHRANK_HOME": str(REPO),
         "AIRFLOW_CONFIG": str(REPO / "airflow.cfg"),
         "AIRFLOW_HOME": str(root / "airflow"),
-        "FRESHRANK_DATA_ROOT": str(root / "data"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "FRESHRANK_ARTIFACT_ROOT": str(root / "artifacts"),
+        **world_env(root),
         # A tiny world's first model is weak (14 training steps; AUC ~0.55 on the next day):
         # keep the "champion collapsed" rule (unit-tested in test_policies) from turning
         # day 2 into a retrain, so this run exercises the warm start through Airflow.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -36,6 +38,20 @@ def good_events(n: int = 50) -> pd.DataFrame:
     )
 
 
+def failed_in_docs(layout: Layout, ds: str) -> dict[tuple[str, str], str]:
+    """The Data Docs' failed sections: ``{(suite, column or "Table-Level Expectations"):
+    text}``, read from the validation result pages of ``runs/dt=<ds>/validation/``."""
+    failed = {}
+    for page in (layout.run_dir(ds) / "validation" / "validations").rglob("*.html"):
+        suite = page.relative_to(layout.run_dir(ds) / "validation" / "validations").parts[0]
+        for section in page.read_text().split('class="ge-section')[1:]:
+            header = re.search(r"<h5[^>]*>\s*(.*?)\s*</h5>", section, re.S)
+            if header and "fa-times text-danger" in section:
+                text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", section))
+                failed[(suite, header.group(1))] = text
+    return failed
+
+
 @pytest.fixture
 def day(settings):
     layout = Layout(settings.data_root)
@@ -54,7 +70,11 @@ def test_good_day_passes_and_writes_report(spark, settings, day):
     assert summary["success"] and summary["expectations_failed"] == 0
     assert summary["expectations_evaluated"] >= 30
     assert (layout.run_dir(DS) / "validate.json").exists()
-    assert "PASSED" in (layout.run_dir(DS) / "validation.html").read_text()
+    index = (layout.run_dir(DS) / "validation" / "index.html").read_text()
+    for suite in ("clean_events", "examples"):  # both suites' results, linked from the index
+        assert f"validations/{suite}/{DS}/" in index
+    assert "validate.json" in index  # says where the volume, quarantine and drift checks are
+    assert failed_in_docs(layout, DS) == {}
 
 
 def _broken(column, value, rows=slice(0, 12)):
@@ -109,6 +129,13 @@ def test_bad_days_fail_naming_expectation_column_and_count(
     assert message in str(err.value)
     report = (layout.run_dir(DS) / "validate.json").read_text()
     assert '"success": false' in report  # written before raising
+    # The Data Docs too, showing the failed expectation under its column, with its count.
+    column, count = re.search(r"\((\w+)\)(?: failed: (\d+) unexpected)?", message).groups()
+    section = "Table-Level Expectations" if column == "table" else column
+    failed = {c: text for (_, c), text in failed_in_docs(layout, DS).items()}
+    assert section in failed, failed.keys()
+    if count:
+        assert f"{count} unexpected values found" in failed[section]
 
 
 def test_volume_spike_fails_and_drift_is_only_recorded(spark, settings, day):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from core.layout import Layout
-from core.settings import REPO_ROOT
+from core.settings import REPO_ROOT, world_env
 from models import ranker
 from models.distributed import WorkerFailed, WorkerTimeout, train_distributed
 from models.fit import (
@@ -191,16 +191,14 @@ def test_a_run_past_its_time_limit_is_stopped(day):
     assert _processes_mentioning(str(out)) == []
 
 
-def test_single_process_run_killed_after_an_epoch_resumes_on_rerun(day):
+def test_single_process_run_killed_after_an_epoch_resumes_on_rerun(day, tmp_path):
     s, layout = day
     cfg = dataclasses.replace(s.train, backup_every_steps=0)  # back up after each epoch
-    out = layout.model_dir(D1)
+    out = layout.candidate_dir(D1)  # where the stage's CLI trains
     steps = -(-len(load_training_frame(layout, D1, "retrain", cfg)[0]) // cfg.batch_size)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHRANK__")}
     env.update(
-        FRESHRANK_DATA_ROOT=str(s.data_root),
-        MLFLOW_TRACKING_URI=s.tracking_uri,
-        FRESHRANK_ARTIFACT_ROOT=str(s.artifact_root),
+        **world_env(tmp_path),  # the stores of ``s`` (the ``settings`` fixture's world)
         FRESHRANK__TRAIN__EMBEDDING_DIM=str(cfg.embedding_dim),
         FRESHRANK__TRAIN__HIDDEN_UNITS=",".join(map(str, cfg.hidden_units)),
         FRESHRANK__TRAIN__BATCH_SIZE=str(cfg.batch_size),

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from core.settings import GateSettings, StrategySettings
+from core.settings import defaults
 from models.gate import decide
 from models.metrics import auc, log_loss
 from models.strategy import choose_strategy
 
-S = StrategySettings(
-    skip_below_examples=50, light_below_examples=2000, retrain_psi=0.5, retrain_champion_auc=0.55
+S = dataclasses.replace(
+    defaults().strategy,
+    skip_below_examples=50,
+    light_below_examples=2000,
+    retrain_psi=0.5,
+    retrain_champion_auc=0.55,
 )
 
 
@@ -45,7 +50,7 @@ def test_strategy_override_and_reasons():
     assert "category" in reasons[0]
 
 
-G = GateSettings(min_auc=0.6, max_auc_drop=0.002, max_int8_auc_gap=0.01)
+G = dataclasses.replace(defaults().gate, min_auc=0.6, max_auc_drop=0.002, max_int8_auc_gap=0.01)
 
 
 def test_gate_first_run_passes_above_floor_only():

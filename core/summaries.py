@@ -1,0 +1,129 @@
+"""What each stage did: one typed record per stage, at ``runs/dt=<ds>/<stage>.json``.
+
+A stage function builds its record and writes it with :func:`write_summary`, the only
+writer; later stages, the registry and the benchmarks read it back with
+:func:`read_summary`. The declared fields are what other code and users rely on, checked on
+write and on read; a stage may add details (timings, per-layer figures) as extra fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from core.layout import Layout, json_safe, read_json, write_json
+
+S = TypeVar("S", bound="StageSummary")
+
+
+class StageSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    STAGE: ClassVar[str]
+
+    ds: str
+    seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe (NaN as None): it travels through XCom, which refuses NaN."""
+        return json_safe(self.model_dump(mode="json"))
+
+
+class PreprocessSummary(StageSummary):
+    STAGE = "preprocess"
+    rows_in: int
+    clean: int
+    quarantined: int
+    quarantined_by_reason: dict[str, int] = {}
+    duplicates: int
+    examples: int
+    train_examples: int
+    holdout_examples: int
+
+
+class ValidateSummary(StageSummary):
+    STAGE = "validate"
+    success: bool
+    problems: list[str]
+    examples: int
+    drift_psi: dict[str, float | None] = {}
+    histograms: dict[str, dict[str, int]] = {}
+
+
+class StrategyDecision(StageSummary):
+    STAGE = "choose_strategy"
+    strategy: str
+    reasons: list[str]
+    champion: dict[str, Any] | None = None
+    champion_auc_today: float | None = None
+
+
+class TrainSummary(StageSummary):
+    STAGE = "fine_tune"
+    strategy: str
+    base_model: str | None
+    model_path: str
+    workers: int
+    days: list[str]
+    rows: int
+    epochs: int
+
+
+class CompressSummary(StageSummary):
+    STAGE = "compress"
+    sizes: dict[str, dict[str, int]]
+    target_sparsity: float
+    float_tflite_path: str
+    int8_tflite_path: str
+
+
+class EvaluateSummary(StageSummary):
+    STAGE = "evaluate"
+    holdout_rows: int
+    segments: dict[str, dict[str, dict[str, Any]]]
+    latency: dict[str, Any] | None = None
+    gate_passed: bool
+    gate_reasons: list[str]
+
+
+class RegisterSummary(StageSummary):
+    STAGE = "register"
+    promoted: bool
+    why: str
+
+
+class CleanupSummary(StageSummary):
+    STAGE = "cleanup"
+    dry_run: bool
+    freed_bytes: int
+
+
+class FailureSummary(StageSummary):
+    STAGE = "failure"
+    failed_stage: str
+    reason: str
+    at: str
+
+
+def summary_path(layout: Layout, stage: str, ds: str):
+    return layout.run_dir(ds) / f"{stage}.json"
+
+
+def write_summary(layout: Layout, summary: StageSummary | dict, cls: type[S] | None = None):
+    """Check ``summary`` against its schema and write it; return it as a JSON-safe dict."""
+    record = summary if isinstance(summary, StageSummary) else cls.model_validate(summary)
+    payload = record.to_dict()
+    write_json(summary_path(layout, record.STAGE, record.ds), payload)
+    return payload
+
+
+def read_summary(layout: Layout, ds: str, cls: type[S], required: bool = False) -> S | None:
+    """The stage's record of ``ds``; None when the stage has not run (or raise, if
+    ``required``, naming the file and the stage to run)."""
+    path = summary_path(layout, cls.STAGE, ds)
+    raw = read_json(path)
+    if raw is None:
+        if required:
+            raise FileNotFoundError(f"{path} is missing: run {cls.STAGE} for {ds} first")
+        return None
+    return cls.model_validate(raw)
