@@ -38,8 +38,9 @@ incremental one and the incremental training time <= 10% of the full retrain's.
 
 Default world: the ``demo`` preset with 20,000 requests a day (200,000 impressions a day).
 ``--quick``: the ``demo`` preset with 2,000 requests a day, 2 bootstrap and 2 nightly days,
-and the full retrain scored as its float model (no compression); its figures check the plumbing, not the targets. ``--scale`` picks another preset of
-``ops.simulate.SCALES`` as it is; ``--requests-per-day`` overrides the traffic of any.
+and the full retrain scored as its float model (no compression); its figures check the
+plumbing, not the targets. ``--scale`` picks another preset of ``ops.simulate.SCALES`` as it
+is; ``--requests-per-day`` overrides the traffic of any.
 """
 
 from __future__ import annotations

@@ -259,7 +259,7 @@ def kill9_promotion(world: World) -> tuple[str, list[str]]:
 
     def promote(version: str, die: bool) -> int:
         code = (
-            "from jobs import faults; faults.promote_then_die('{v}')"
+            "from ops import faults; faults.promote_then_die('{v}')"
             if die
             else "from core.settings import load_settings; from models import registry; "
             "registry.promote(load_settings(), '{v}', reason='retry')"

@@ -160,17 +160,17 @@ def test_psi_is_zero_for_equal_and_large_for_disjoint():
 
 
 def test_drift_is_measured_from_the_newest_day_that_passed(tmp_path):
-    from core.layout import write_json
+    from core.summaries import ValidateSummary, write_summary
 
     layout = Layout(tmp_path)
     assert drift_reference(layout, DS) == (None, None)  # first day: nothing to compare with
     for day, passed in (("2026-11-17", True), ("2026-11-18", True), ("2026-11-19", False)):
         (layout.examples(day)).mkdir(parents=True)
         (layout.examples(day) / "_SUCCESS").touch()
-        histograms = {"price": {"1": 10}}
-        write_json(
-            layout.run_dir(day) / "validate.json", {"success": passed, "histograms": histograms}
+        summary = ValidateSummary(
+            ds=day, success=passed, problems=[], examples=10, histograms={"price": {"1": 10}}
         )
+        write_summary(layout, summary)
     # 11-19 failed validation (a bad day must not become the baseline); 11-21 is later.
     day, summary = drift_reference(layout, DS)
     assert day == "2026-11-18" and summary["success"]
