@@ -23,6 +23,7 @@ from pathlib import Path
 
 from core.layout import Layout, read_json, shift_ds, write_json
 from core.settings import REPO_ROOT, Settings, load_settings
+from pipeline.nightly import STAGES
 
 DAG_ID = "freshrank_nightly"
 
@@ -76,18 +77,7 @@ def day_row(ds: str, settings: Settings) -> dict:
     cand = ev.get("candidate") or {}
     champ = (ev.get("champion") or {}).get("int8") or {}
     sizes = comp.get("sizes") or {}
-    stage_seconds = {
-        s: get(s).get("seconds")
-        for s in (
-            "preprocess",
-            "validate",
-            "choose_strategy",
-            "fine_tune",
-            "compress",
-            "evaluate",
-            "register",
-        )
-    }
+    stage_seconds = {s: get(s).get("seconds") for s in STAGES if s != "cleanup"}
     return {
         "ds": ds,
         "rows_in": pre.get("rows_in"),
