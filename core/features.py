@@ -102,8 +102,16 @@ def spark_normalize_query(column):
     """:func:`normalize_query` as a Spark column expression."""
     from pyspark.sql import functions as F
 
-    value = F.lower(F.trim(F.regexp_replace(_spark_col(column), QUERY_SEPARATORS, " ")))
+    value = _spark_query_text(column)
     return F.when(value != "", value)
+
+
+def _spark_query_text(column):
+    """The normalized query, "" where :func:`normalize_query` gives None. Hashing tests for
+    "" itself: wrapping this in another condition would run the regex once more per row."""
+    from pyspark.sql import functions as F
+
+    return F.lower(F.trim(F.regexp_replace(_spark_col(column), QUERY_SEPARATORS, " ")))
 
 
 # --- dense features ---------------------------------------------------------------------
@@ -162,7 +170,7 @@ def spark_hash_bucket(name: str, column):
     buckets = ID_FEATURES[name][1]
     value = F.col(column).cast("string")
     if name == "query":
-        value = spark_normalize_query(value)
+        value = _spark_query_text(value)
     hashed = F.pmod(F.xxhash64(F.concat(F.lit(f"{name}:"), value)), F.lit(buckets - 1)) + 1
     return F.when(value.isNull() | (value == ""), F.lit(0)).otherwise(hashed).cast("int")
 
