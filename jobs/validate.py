@@ -260,19 +260,19 @@ def volume_check(layout: Layout, ds: str, n: int, cfg: ValidateSettings) -> dict
     return {"success": ok, "ratio": round(ratio, 3), "reference_days": len(history)}
 
 
-def quarantine_check(preprocessed: dict | None, cfg: ValidateSettings) -> dict:
+def quarantine_check(preprocessed: PreprocessSummary | None, cfg: ValidateSettings) -> dict:
     """The share of the day's rows that preprocessing quarantined, against the limit."""
     limit = cfg.max_quarantine_share
-    if not preprocessed or not preprocessed.get("rows_in"):
+    if not preprocessed or not preprocessed.rows_in:
         return {"success": True, "share": None, "limit": limit}
-    share = preprocessed["quarantined"] / preprocessed["rows_in"]
+    share = preprocessed.quarantined / preprocessed.rows_in
     return {
         "success": share <= limit,
         "share": round(share, 4),
         "limit": limit,
-        "rows_in": preprocessed["rows_in"],
-        "quarantined": preprocessed["quarantined"],
-        "by_reason": preprocessed.get("quarantined_by_reason", {}),
+        "rows_in": preprocessed.rows_in,
+        "quarantined": preprocessed.quarantined,
+        "by_reason": preprocessed.quarantined_by_reason,
     }
 
 
@@ -296,8 +296,7 @@ def validate_day(spark, ds: str, settings: Settings) -> dict:
     n_examples = sum(histograms["click"].values())
 
     volume = volume_check(layout, ds, n_examples, cfg)
-    preprocessed = read_summary(layout, ds, PreprocessSummary)
-    quarantine = quarantine_check(preprocessed and preprocessed.to_dict(), cfg)
+    quarantine = quarantine_check(read_summary(layout, ds, PreprocessSummary), cfg)
     previous_ds, previous = drift_reference(layout, ds)
     drift = drift_against(previous["histograms"], histograms) if previous else {}
     failures = [r for r in results if not r["success"]]
