@@ -86,6 +86,11 @@ class Layout:
     def examples(self, ds: str) -> Path:
         return self._day("examples", ds=ds)
 
+    def ranking(self, ds: str) -> Path:
+        """``ranking/dt=<ds>``: the day's held-out ranking cases (jobs.ranking): each held-out
+        positive among sampled candidates, with the same features as the examples."""
+        return self._day("ranking", ds=ds)
+
     def run_dir(self, ds: str) -> Path:
         return self._day("runs", ds=ds)
 

@@ -39,6 +39,10 @@ class PreprocessSummary(StageSummary):
     examples: int
     train_examples: int
     holdout_examples: int
+    # Clean events without a user id (guest orders): they feed item statistics only.
+    anonymous: int = 0
+    # Held-out positives written to ranking/dt=<ds>/, each among sampled candidates.
+    ranking_cases: int = 0
 
 
 class ValidateSummary(StageSummary):
