@@ -17,7 +17,7 @@ export GIT_PYTHON_REFRESH := quiet
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup java demo test test-fast lint format soak bench bench-compression bench-training bench-preprocess \
-	bench-freshness bench-ids chaos up down clean
+	bench-freshness bench-ids bench-real chaos up down clean
 setup: java $(VENV)/.installed
 
 java:
@@ -63,7 +63,7 @@ down:
 
 # Benchmarks write JSON (and plots) under var/bench/; `make bench` runs them all (hours:
 # the freshness run alone takes about 2 h on 2 cores), or run one at a time.
-bench: bench-compression bench-training bench-preprocess bench-freshness bench-ids
+bench: bench-compression bench-training bench-preprocess bench-freshness bench-ids bench-real
 
 bench-compression: setup
 	$(BIN)/python -m benchmarks.compression --out var/bench
@@ -73,6 +73,11 @@ bench-training: setup
 
 bench-preprocess: setup
 	$(BIN)/python -m benchmarks.preprocess --out var/bench
+
+# The real shop: ../shared/data's retail log (or INPUT=...), 30 bootstrap days + 14 nights.
+INPUT ?= ../shared/data/online-retail-2010-12_2011-05.csv.gz
+bench-real: setup
+	$(BIN)/python -m benchmarks.real --out var/bench --input $(INPUT)
 
 bench-freshness: setup
 	$(BIN)/python -m benchmarks.freshness --out var/bench

@@ -28,15 +28,20 @@ ID_FEATURES: dict[str, tuple[str, int]] = {
     "query": ("query", 1 << 12),
 }
 # Point-in-time aggregates from the incremental feature state (jobs.feature_state), each in
-# [0, 1]; the value an id gets when the state has never seen it (a new user or item).
+# [0, 1]; the value an id gets when the state has never seen it (a new user or item). Rates
+# from impressions (the CTRs) are constant on logs without impressions; the others carry
+# signal on purchase-only logs too.
 STATE_DEFAULTS: dict[str, float] = {
     "item_ctr": 0.05,
     "item_popularity": 0.0,
     "item_purchases": 0.0,
+    "item_trend": 0.0,
     "item_age": 0.0,
+    "item_recency": 1.0,
     "user_ctr": 0.05,
     "user_activity": 0.0,
     "user_category_affinity": 0.0,
+    "user_item_affinity": 0.0,
     "user_recency": 1.0,
     "user_is_new": 1.0,
     "item_is_new": 1.0,

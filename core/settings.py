@@ -41,6 +41,9 @@ class PreprocessSettings:
     future_slack_minutes: int
     holdout_fraction: float
     negatives_per_positive: int
+    uniform_negative_share: float
+    ranking_candidates: int
+    popularity_days: int
     feature_half_life_days: float
     ctr_prior_strength: float
     seed: int
@@ -55,6 +58,10 @@ class ValidateSettings:
     max_click_rate: float
     max_price: float
     max_quarantine_share: float
+    max_anonymous_share: float
+    share_window_days: int
+    max_share_rise: float
+    min_share_history_days: int
     min_volume_ratio: float
     max_volume_ratio: float
     volume_window_days: int
@@ -68,7 +75,7 @@ class StrategySettings:
     skip_below_examples: int
     light_below_examples: int
     retrain_psi: float
-    retrain_champion_auc: float
+    retrain_below_popularity: float
 
 
 @dataclass(frozen=True)
@@ -108,10 +115,13 @@ class GateSettings:
     """``[gate]``: the promotion gate's thresholds (models/gate.py)."""
 
     min_auc: float
-    max_auc_drop: float
     max_int8_auc_gap: float
     max_segment_auc_drop: float
     min_segment_rows: int
+    min_ranking_cases: int
+    ranking_metric: str
+    confidence: float
+    bootstrap_samples: int
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,11 @@ class ValidateSummary(StageSummary):
     examples: int
     drift_psi: dict[str, float | None] = {}
     histograms: dict[str, dict[str, int]] = {}
+    # The day's shares, which later days judge theirs against (None: not measured).
+    quarantine_share: float | None = None
+    anonymous_share: float | None = None
+    # Model inputs with a single value over the day's examples (they carry nothing).
+    constant_inputs: list[str] = []
 
 
 class StrategyDecision(StageSummary):
@@ -59,7 +64,10 @@ class StrategyDecision(StageSummary):
     strategy: str
     reasons: list[str]
     champion: dict[str, Any] | None = None
-    champion_auc_today: float | None = None
+    # Held-out ranking cases of the day, and the champion's and popularity's score on them:
+    # {"metric", "champion", "popularity", "cases"} (None: no champion or too few cases).
+    ranking_cases: int = 0
+    ranking_today: dict[str, Any] | None = None
 
 
 class TrainSummary(StageSummary):
@@ -86,6 +94,13 @@ class EvaluateSummary(StageSummary):
     holdout_rows: int
     segments: dict[str, dict[str, dict[str, Any]]]
     latency: dict[str, Any] | None = None
+    # Sampled-candidate ranking on ranking/dt=<ds>: {ranker: {"hr@10", "ndcg@10", "cases"}}
+    # and the gate's intervals of candidate int8 minus champion / popularity:
+    # {"metric", "diff", "low", "high", "confidence", "cases", "users"}.
+    ranking_cases: int = 0
+    ranking: dict[str, dict[str, Any]] = {}
+    ranking_vs_champion: dict[str, Any] | None = None
+    ranking_vs_popularity: dict[str, Any] | None = None
     gate_passed: bool
     gate_reasons: list[str]
 

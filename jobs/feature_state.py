@@ -2,16 +2,21 @@
 
 Every night the state is *updated*, never recomputed over history: the state after day
 ``ds`` is the state after the previous processed day, decayed by the days between them,
-plus the counts of day ``ds``'s clean events. Three tables, each a Parquet partition
-``state/<table>/dt=<ds>/`` under the data root (``as_of`` = the last day they include):
+plus the counts of day ``ds``'s clean events (held-out requests excluded: evaluation data
+never feeds the state). Four tables, each a Parquet partition ``state/<table>/dt=<ds>/``
+under the data root (``as_of`` = the last day they include):
 
-* ``item_stats``: item_id, impressions, clicks, purchases (time-decayed counts),
-  first_seen, last_seen;
+* ``item_stats``: item_id, impressions, clicks, purchases, actions (clicks, carts and
+  purchases), recent_actions (time-decayed counts), first_seen, last_seen;
 * ``user_stats``: user_id, events, impressions, clicks (time-decayed), last_seen;
-* ``user_category``: user_id, category, actions (time-decayed clicks, carts, purchases).
+* ``user_category``: user_id, category, actions (time-decayed clicks, carts, purchases);
+* ``user_item``: user_id, item_id, actions (what the user bought or clicked before: repeat
+  purchases are common in real shops).
 
 Counts decay with a half-life of ``feature_half_life_days``, so a trend from last month
-weighs less than yesterday's.
+weighs less than yesterday's; ``recent_actions`` with :data:`TREND_HALF_LIFE_DAYS`, so its
+ratio to ``actions`` shows an item taking off. Events without a user id (guest orders) count
+for the item tables only.
 
 **Point in time**: the examples of day ``ds`` are joined with the state as of the latest
 processed day *before* ``ds`` (decayed to the start of ``ds``), never with ``ds``'s own
@@ -20,9 +25,10 @@ An id absent from that state is new: its features take the neutral values in
 ``core.features.STATE_DEFAULTS`` and the ``*_is_new`` flags are 1.
 
 The dense features built from it (all scaled into [0, 1], names in ``core.features``):
-smoothed item CTR, item popularity and purchases (log-scaled), item age, smoothed user
-CTR, user activity, the user's affinity to the item's category, days since the user was
-last seen, and the two new-id flags.
+smoothed item CTR, item popularity (all its events) and purchases (log-scaled), item trend
+(recent / all actions), item age, days since the item was last seen, smoothed user CTR, user
+activity, the user's affinity to the item's category and to the item itself (earlier
+actions on it), days since the user was last seen, and the two new-id flags.
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ from dataclasses import dataclass
 from core import features
 from core.contract import POSITIVE_TYPES
 
-TABLES = ("item_stats", "user_stats", "user_category")
+TABLES = ("item_stats", "user_stats", "user_category", "user_item")
 LOG_SCALE = math.log1p(10_000.0)  # log1p(count) / LOG_SCALE is about 1 for 10k events
 MAX_RECENCY_DAYS = 30
 MAX_AGE_DAYS = 365
+# Half-life of ``recent_actions``: a day, so item_trend reacts to this week's news.
+TREND_HALF_LIFE_DAYS = 1.0
 
 
 @dataclass
@@ -47,6 +55,7 @@ class FeatureState:
     item_stats: object
     user_stats: object
     user_category: object
+    user_item: object
 
     def tables(self) -> dict:
         return {name: getattr(self, name) for name in TABLES}
@@ -64,7 +73,8 @@ def _days_between(a: str, b: str) -> int:
 
 # --- the day's counts -------------------------------------------------------------------
 def day_counts(clean, catalog, ds: str) -> FeatureState:
-    """Per item, user and (user, category): the day's counts from its clean events."""
+    """Per item, user, (user, category) and (user, item): the day's counts from its clean
+    events. Events without a user id count for items only."""
     from pyspark.sql import functions as F
 
     is_type = lambda t: (F.col("event_type") == t).cast("double")  # noqa: E731
@@ -74,21 +84,29 @@ def day_counts(clean, catalog, ds: str) -> FeatureState:
         F.sum(is_type("impression")).alias("impressions"),
         F.sum(is_type("click")).alias("clicks"),
         F.sum(is_type("purchase")).alias("purchases"),
+        F.sum(positive).alias("actions"),
     )
-    items = items.withColumn("first_seen", day).withColumn("last_seen", day)
-    users = clean.groupBy("user_id").agg(
+    items = (
+        items.withColumn("recent_actions", F.col("actions"))
+        .withColumn("first_seen", day)
+        .withColumn("last_seen", day)
+    )
+    known = clean.filter(F.col("user_id").isNotNull())
+    users = known.groupBy("user_id").agg(
         F.count("*").cast("double").alias("events"),
         F.sum(is_type("impression")).alias("impressions"),
         F.sum(is_type("click")).alias("clicks"),
     )
     users = users.withColumn("last_seen", day)
-    with_category = clean.filter(positive > 0).join(
+    acts = known.filter(positive > 0)
+    with_category = acts.join(
         catalog.select("item_id", "category").filter(F.col("category").isNotNull()), "item_id"
     )
     user_category = with_category.groupBy("user_id", "category").agg(
         F.count("*").cast("double").alias("actions")
     )
-    return FeatureState(ds, items, users, user_category)
+    user_item = acts.groupBy("user_id", "item_id").agg(F.count("*").cast("double").alias("actions"))
+    return FeatureState(ds, items, users, user_category, user_item)
 
 
 # --- the update -------------------------------------------------------------------------
@@ -96,12 +114,19 @@ _KEYS = {
     "item_stats": ["item_id"],
     "user_stats": ["user_id"],
     "user_category": ["user_id", "category"],
+    "user_item": ["user_id", "item_id"],
 }
 _COUNTS = {
-    "item_stats": ["impressions", "clicks", "purchases"],
+    "item_stats": ["impressions", "clicks", "purchases", "actions", "recent_actions"],
     "user_stats": ["events", "impressions", "clicks"],
     "user_category": ["actions"],
+    "user_item": ["actions"],
 }
+
+
+def half_life_of(column: str, half_life_days: float) -> float:
+    """Each count decays with the state's half-life, ``recent_actions`` with its own."""
+    return TREND_HALF_LIFE_DAYS if column == "recent_actions" else half_life_days
 
 
 def update_state(previous: FeatureState | None, today: FeatureState, half_life_days: float):
@@ -110,7 +135,7 @@ def update_state(previous: FeatureState | None, today: FeatureState, half_life_d
 
     if previous is None:
         return today
-    factor = decay_factor(_days_between(previous.as_of, today.as_of), half_life_days)
+    days = _days_between(previous.as_of, today.as_of)
     out = {}
     for name in TABLES:
         keys, counts = _KEYS[name], _COUNTS[name]
@@ -119,14 +144,15 @@ def update_state(previous: FeatureState | None, today: FeatureState, half_life_d
         cols = [F.col(k) for k in keys]
         cols += [
             (
-                F.coalesce(F.col(f"o.{c}"), F.lit(0.0)) * factor
+                F.coalesce(F.col(f"o.{c}"), F.lit(0.0))
+                * decay_factor(days, half_life_of(c, half_life_days))
                 + F.coalesce(F.col(f"n.{c}"), F.lit(0.0))
             ).alias(c)
             for c in counts
         ]
         if name == "item_stats":
             cols.append(F.coalesce("o.first_seen", "n.first_seen").alias("first_seen"))
-        if name != "user_category":
+        if name in ("item_stats", "user_stats"):
             cols.append(F.coalesce("n.last_seen", "o.last_seen").alias("last_seen"))
         # Forget what decayed to (almost) nothing, so the state does not grow without bound.
         alive = F.greatest(*[F.col(c) for c in counts], F.lit(0.0)) >= F.lit(0.01)
@@ -158,7 +184,9 @@ def add_state_features(df, state: FeatureState | None, ds: str, cfg):
         return out.drop("_u_new", "_i_new")
 
     # Decay to the start of ``ds``: the state's last day is a full day before it.
-    factor = decay_factor(_days_between(state.as_of, ds) - 1, cfg.feature_half_life_days)
+    gap = _days_between(state.as_of, ds) - 1
+    factor = decay_factor(gap, cfg.feature_half_life_days)
+    trend_factor = decay_factor(gap, TREND_HALF_LIFE_DAYS)
     prior = (
         state.item_stats.agg(
             (F.sum("clicks") / F.greatest(F.sum("impressions"), F.lit(1.0))).alias("p")
@@ -171,7 +199,10 @@ def add_state_features(df, state: FeatureState | None, ds: str, cfg):
         (F.col("impressions") * factor).alias("_i_imp"),
         (F.col("clicks") * factor).alias("_i_clk"),
         (F.col("purchases") * factor).alias("_i_buy"),
+        (F.col("actions") * factor).alias("_i_act"),
+        (F.col("recent_actions") * trend_factor).alias("_i_recent"),
         F.col("first_seen").alias("_i_first"),
+        F.col("last_seen").alias("_i_last"),
         F.lit(0.0).alias("_i_new"),
     )
     users = state.user_stats.select(
@@ -186,22 +217,30 @@ def add_state_features(df, state: FeatureState | None, ds: str, cfg):
     affinity = state.user_category.join(totals, "user_id").select(
         "user_id", "category", (F.col("actions") / (F.col("_u_act") + 1.0)).alias("_uc_aff")
     )
+    bought = state.user_item.select(
+        "user_id", "item_id", (F.col("actions") * factor).alias("_ui_act")
+    )
     out = (
         df.join(items, "item_id", "left")
         .join(users, "user_id", "left")
         .join(affinity, ["user_id", "category"], "left")
+        .join(bought, ["user_id", "item_id"], "left")
     )
     age = F.datediff(day, F.coalesce(launch, F.col("_i_first")))
     since = F.datediff(day, F.col("_u_last"))
     smoothed_ctr = lambda clicks, shown: (F.col(clicks) + m * prior) / (F.col(shown) + m)  # noqa: E731
     values = {
         "item_ctr": smoothed_ctr("_i_clk", "_i_imp"),
-        "item_popularity": _log_scaled("_i_imp"),
+        "item_popularity": _log_scaled(F.col("_i_imp") + F.col("_i_act")),
         "item_purchases": _log_scaled("_i_buy"),
+        # recent_actions <= actions (same counts, faster decay): a share in [0, 1].
+        "item_trend": F.col("_i_recent") / (F.col("_i_act") + 1.0),
         "item_age": _log_scaled_days(age, MAX_AGE_DAYS),
+        "item_recency": _log_scaled_days(F.datediff(day, F.col("_i_last")), MAX_RECENCY_DAYS),
         "user_ctr": smoothed_ctr("_u_clk", "_u_imp"),
         "user_activity": _log_scaled("_u_evt"),
         "user_category_affinity": F.col("_uc_aff"),
+        "user_item_affinity": _log_scaled("_ui_act"),
         "user_recency": _log_scaled_days(since, MAX_RECENCY_DAYS),
         "user_is_new": F.col("_u_new"),
         "item_is_new": F.col("_i_new"),
@@ -212,11 +251,14 @@ def add_state_features(df, state: FeatureState | None, ds: str, cfg):
     return out.drop(*[c for c in out.columns if c.startswith("_")])
 
 
-def _log_scaled(col: str):
+def _log_scaled(count):
+    """log1p of a count (a column or its name) over :data:`LOG_SCALE`, at most 1; null
+    stays null (the caller's default applies)."""
     from pyspark.sql import functions as F
 
-    value = F.least(F.log1p(F.greatest(F.col(col), F.lit(0.0))) / LOG_SCALE, F.lit(1.0))
-    return F.when(F.col(col).isNotNull(), value)
+    count = F.col(count) if isinstance(count, str) else count
+    value = F.least(F.log1p(F.greatest(count, F.lit(0.0))) / LOG_SCALE, F.lit(1.0))
+    return F.when(count.isNotNull(), value)
 
 
 def _log_scaled_days(days, cap: int):

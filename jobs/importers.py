@@ -69,8 +69,8 @@ overall and per day (``days``; rows whose time cannot be read are under ``no_day
 ``bad_quantity``, ``non_positive_quantity``, ``bad_price``, ``non_product``. Dropped:
 ``blank_line``, ``header`` (header lines) and ``fav`` (with ``--fav drop``).
 
-A row with a missing user id is written with ``user_id`` null, so that preprocessing
-quarantines it with reason ``null_user_id`` and its own counts show it (``--missing-user
+A row with a missing user id is written with ``user_id`` null: preprocessing keeps it as a
+guest's purchase (item state only) and counts it as ``anonymous`` (``--missing-user
 invoice`` instead gives retail rows without a customer the user ``guest-<invoice>``).
 
 ``event_id`` is ``<tb|rt>-`` + md5 of the file name and the line's text: re-importing a

@@ -19,19 +19,27 @@ Rules (documented in README, "Preprocessing rules"):
   cannot be read to its end (a cut-off gzip), the events files hold no line, or a file's lines
   never carry a key field (renamed or dropped); see :func:`check_delivery`;
 * an event is quarantined, with the first matching reason, when the line is not valid JSON or
-  a field has the wrong type, a key (event_id, event_type, user_id, item_id, event_time) is
-  missing, the type is unknown, the time cannot be parsed, lies more than
-  ``future_slack_minutes`` after the end of the day, or more than ``max_late_days`` before
-  its start, or the price or position is negative;
+  a field has the wrong type, a key (event_id, event_type, item_id, event_time) is missing,
+  the type is unknown, the time cannot be parsed, lies more than ``future_slack_minutes``
+  after the end of the day, or more than ``max_late_days`` before its start, or the price
+  or position is negative;
 * duplicates by ``event_id`` keep the earliest copy (by event time, then file name, then the
   line first delivered); late events (stamped before the logical
   day but within ``max_late_days``) are kept in the day they arrive unless an event with the
   same id was already cleaned on an earlier day, in which case they count as duplicates;
+* an event without a user id (a guest order) is valid: it counts for the item state
+  (popularity, trend, recency), never for user state, examples or ranking cases;
+* held-out requests (:func:`holdout_flag`, ``holdout_fraction`` of them by a hash of the
+  request, or of the session or user where there is none) feed evaluation only: never
+  training negatives, never the feature state;
 * labels: an impression is clicked (purchased) when a click (purchase) with the same
   ``request_id`` and ``item_id`` exists that day. Logs without impressions get, for each
-  positive (user, item), ``negatives_per_positive`` negatives drawn, with a seeded hash,
-  from the day's positive events, so popular items are drawn more often (as in
-  popularity-sampled negatives for implicit feedback).
+  positive (user, item), ``negatives_per_positive`` negatives drawn with a seeded hash: a
+  ``uniform_negative_share`` of them uniformly from the known items (those seen before the
+  day, plus the items of the day's training requests), the rest from the day's training
+  positives, so popular items are drawn more often (popularity-sampled negatives);
+* ranking cases (:mod:`jobs.ranking`): each held-out positive among sampled candidates,
+  with the same features as the examples, in ``ranking/dt=<ds>``.
 
 I/O (``read_*``/``write_*``) is kept apart from the pure DataFrame transforms, which the
 tests call on tiny frames.
@@ -54,6 +62,7 @@ from core.contract import EVENT_FIELDS, EVENT_TYPES, ITEM_FIELDS, KEY_FIELDS, PO
 from core.layout import Layout, check_ds, publish_dir, shift_ds, staging_dir
 from core.settings import PreprocessSettings, Settings, load_settings
 from core.summaries import PreprocessSummary, write_summary
+from jobs import ranking
 from jobs.feature_state import day_counts, read_state, update_state, write_state
 
 log = logging.getLogger(__name__)
@@ -249,7 +258,6 @@ def quarantine_reason_events(df, ds: str, cfg: PreprocessSettings):
         (blank("event_id"), "null_event_id"),
         (blank("event_type"), "null_event_type"),
         (~F.col("event_type").isin(*EVENT_TYPES), "unknown_event_type"),
-        (blank("user_id"), "null_user_id"),
         (blank("item_id"), "null_item_id"),
         (blank("event_time") | ts.isNull(), "bad_event_time"),
         (ts > F.lit(latest), "future_event_time"),
@@ -260,7 +268,9 @@ def quarantine_reason_events(df, ds: str, cfg: PreprocessSettings):
     reason = F.lit(None).cast("string")
     for cond, name in reversed(checks):
         reason = F.when(cond, F.lit(name)).otherwise(reason)
-    return df.withColumn("reason", reason).withColumn("event_ts", ts)
+    # A blank user id is no user id: a guest.
+    user = F.when(~blank("user_id"), F.col("user_id"))
+    return df.withColumn("reason", reason).withColumn("event_ts", ts).withColumn("user_id", user)
 
 
 def mark_duplicates(tagged, previous_ids=None):
@@ -355,6 +365,33 @@ def clean_items(items):
     return good, bad
 
 
+def event_group():
+    """The request an event belongs to: its request id, else its session, else its user (the
+    same key the examples of a day without impressions are grouped and split by)."""
+    from pyspark.sql import functions as F
+
+    return F.coalesce("request_id", "session_id", "user_id")
+
+
+def holdout_flag(group, fraction: float):
+    """True for the groups (requests) held out for evaluation: a seeded hash of the group's
+    id, so every stage and every rerun agrees on the split."""
+    from pyspark.sql import functions as F
+
+    group = F.col(group) if isinstance(group, str) else group
+    return F.pmod(F.xxhash64(F.lit("split"), group), F.lit(10_000)) < int(fraction * 10_000)
+
+
+def known_items(*frames):
+    """Distinct ``item_id`` of the given frames (None skipped): the pool that uniform
+    negatives and ranking candidates are drawn from."""
+    frames = [f.select("item_id") for f in frames if f is not None]
+    pool = frames[0]
+    for other in frames[1:]:
+        pool = pool.unionByName(other)
+    return pool.filter("item_id IS NOT NULL").distinct()
+
+
 def label_impressions(events):
     """One row per shown (request, item) with click/purchase labels from the same request.
 
@@ -389,18 +426,24 @@ def label_impressions(events):
     )
 
 
-def sample_negatives(events, k: int, seed: int):
+def sample_negatives(events, k: int, seed: int, pool=None, uniform_share=0.0, holdout=0.0):
     """Labelled rows for logs without impressions: positives plus ``k`` sampled negatives each.
 
     A positive is a (user, item) with a click, add-to-cart or purchase in a request (or
-    session when there is no request id). Negatives are drawn from the day's positive events
-    by a seeded hash, so an item is drawn in proportion to its popularity that day.
+    session when there is no request id). Of its ``k`` negatives, ``round(k *
+    uniform_share)`` are drawn uniformly from ``pool`` (a frame of ``item_id``: every known
+    item equally often) and the rest from the positive events of the training requests, so
+    an item is drawn in proportion to its popularity that day. Uniform negatives let the
+    model learn popularity; popularity-drawn ones make it learn what beyond popularity makes
+    a user buy. Neither draws from held-out requests (``holdout``: their share, see
+    :func:`holdout_flag`): an item bought only there would otherwise be taught as a
+    negative. Draws are a seeded hash, never an item the group acted on.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     acts = events.filter(F.col("event_type").isin(*POSITIVE_TYPES)).withColumn(
-        "group_id", F.coalesce("request_id", "session_id", "user_id")
+        "group_id", event_group()
     )
     positives = acts.groupBy("group_id", "user_id", "item_id").agg(
         F.first("query", ignorenulls=True).alias("query"),
@@ -408,22 +451,40 @@ def sample_negatives(events, k: int, seed: int):
         F.lit(1).alias(features.LABEL),
         F.max((F.col("event_type") == "purchase").cast("int")).alias(features.PURCHASE_LABEL),
     )
-    pool = acts.select(
-        F.col("item_id").alias("neg_item_id"), F.col("price").alias("neg_price")
-    ).withColumn("_idx", F.row_number().over(Window.orderBy("neg_item_id")) - 1)
-    n_pool = pool.count()
-    if n_pool == 0:
-        return positives.withColumn("position", F.lit(None).cast("long")).withColumnRenamed(
-            "group_id", "request_id"
+    k_uniform = round(k * uniform_share) if pool is not None else 0
+    popular = acts.filter(~holdout_flag("group_id", holdout)).select(
+        F.lit("p").alias("_src"), F.col("item_id").alias("neg_item_id"),
+        F.col("price").alias("neg_price"),
+    )  # fmt: skip
+    sources = [popular]
+    if k_uniform:
+        sources.append(
+            pool.select(
+                F.lit("u").alias("_src"),
+                F.col("item_id").alias("neg_item_id"),
+                F.lit(None).cast("double").alias("neg_price"),  # the catalog's price
+            )  # fmt: skip
         )
-    draws = positives.select(
-        "group_id", "user_id", F.col("item_id").alias("_pos_item"), "query"
-    ).withColumn("_j", F.explode(F.sequence(F.lit(1), F.lit(k))))
+    draws_from = sources[0] if len(sources) == 1 else sources[0].unionByName(sources[1])
+    draws_from = draws_from.withColumn(
+        "_idx", F.row_number().over(Window.partitionBy("_src").orderBy("neg_item_id")) - 1
+    )
+    sizes = {r["_src"]: r["n"] for r in draws_from.groupBy("_src").count().withColumnRenamed(
+        "count", "n").collect()}  # fmt: skip
+    n_pool = F.when(F.col("_src") == "u", F.lit(sizes.get("u", 0))).otherwise(
+        F.lit(sizes.get("p", 0))
+    )
+    draws = (
+        positives.select("group_id", "user_id", F.col("item_id").alias("_pos_item"), "query")
+        .withColumn("_j", F.explode(F.sequence(F.lit(1), F.lit(k))))
+        .withColumn("_src", F.when(F.col("_j") <= k_uniform, "u").otherwise("p"))
+        .filter(n_pool > 0)
+    )
     # The positive's item is part of the hash: k draws per positive, not per group.
     draws = draws.withColumn(
         "_idx",
-        F.pmod(F.xxhash64(F.lit(seed), "group_id", "user_id", "_pos_item", "_j"), F.lit(n_pool)),
-    ).join(pool, "_idx")
+        F.pmod(F.xxhash64(F.lit(seed), "group_id", "user_id", "_pos_item", "_j"), n_pool),
+    ).join(draws_from, ["_src", "_idx"])
     negatives = (
         draws.select(
             "group_id",
@@ -460,15 +521,28 @@ def build_examples(labelled, item_state, cfg: PreprocessSettings, ds: str, featu
     df = df.withColumn("price", price)
     for name, (source, _) in features.ID_FEATURES.items():
         df = df.withColumn(features.id_column(name), features.spark_hash_bucket(name, source))
-    holdout = F.pmod(F.xxhash64(F.lit("split"), "request_id"), F.lit(10_000)) < int(
-        cfg.holdout_fraction * 10_000
-    )
+    holdout = holdout_flag("request_id", cfg.holdout_fraction)
     df = (
         df.withColumn("log_price", features.spark_log_price("price"))
         .withColumn("position", features.spark_position_feature("position"))
         .withColumn("split", F.when(holdout, "holdout").otherwise("train"))
     )
     return df.select(*[F.col(c).cast(t).alias(c) for c, t in features.EXAMPLE_SCHEMA.items()])
+
+
+def build_ranking(spark, layout: Layout, ds: str, positives, pool, acted, catalog, feature_state,
+                  cfg: PreprocessSettings):  # fmt: skip
+    """Ranking cases of day ``ds`` (:mod:`jobs.ranking`): each of ``positives`` among
+    candidates drawn from ``pool``, never one of ``acted`` (the user's actions that day),
+    with the examples' features (``catalog`` and ``feature_state`` as :func:`build_examples`
+    takes them) and the reference ``popularity`` of the days before."""
+    from pyspark.sql import functions as F
+
+    cases = ranking.case_rows(positives, pool, acted, cfg.ranking_candidates, cfg.seed)
+    rows = build_examples(cases, catalog, cfg, ds, feature_state)
+    counts = ranking.popularity(spark, layout, ds, cfg.popularity_days)
+    rows = ranking.with_popularity(rows.withColumn("split", F.lit("holdout")), counts)
+    return rows.select(*ranking.RANKING_COLUMNS)
 
 
 # --- write ------------------------------------------------------------------------------
@@ -570,7 +644,11 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
     late = is_clean & (F.to_date("event_ts") < F.lit(ds).cast("date"))
     counts = (
         marked.groupBy("reason", "duplicate", (F.col("event_type") == "impression").alias("imp"))
-        .agg(F.count("*").alias("n"), F.sum(late.cast("int")).alias("late"))
+        .agg(
+            F.count("*").alias("n"),
+            F.sum(late.cast("int")).alias("late"),
+            F.sum((is_clean & F.col("user_id").isNull()).cast("int")).alias("anonymous"),
+        )
         .collect()
     )
     rows_in = sum(r["n"] for r in counts)
@@ -582,6 +660,7 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
     n_dupes = sum(r["n"] for r in counts if r["reason"] is None and r["duplicate"])
     n_clean = rows_in - n_bad - n_dupes
     n_late = sum(r["late"] or 0 for r in counts)
+    n_anonymous = sum(r["anonymous"] or 0 for r in counts)
     has_impressions = any(r["reason"] is None and not r["duplicate"] and r["imp"] for r in counts)
     steps.done("parse_dedupe_count")
 
@@ -627,14 +706,28 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
     state = staged.read(spark, staged.write(state, layout.item_state(ds), 2))
     steps.done("catalog")
 
+    # Examples and ranking cases need a user; guests' events feed the item state only.
+    known = clean.filter(F.col("user_id").isNotNull())
+    in_holdout = holdout_flag(event_group(), cfg.holdout_fraction)
+    previous = read_state(spark, layout, ds)  # as of the day before: point in time
+    # Items known before the day, plus those chosen in its training requests.
+    pool = known_items(
+        previous_state,
+        previous.item_stats if previous else None,
+        known.filter(F.col("event_type").isin(*POSITIVE_TYPES) & ~in_holdout),
+    ).cache()
     labelled = (
-        label_impressions(clean)
+        label_impressions(known)
         if has_impressions
-        else sample_negatives(clean, cfg.negatives_per_positive, cfg.seed)
-    )
-    # Feature state: yesterday's aggregates feed today's examples (point in time); today's
-    # events then update the state for tomorrow.
-    previous = read_state(spark, layout, ds)
+        else sample_negatives(
+            known,
+            cfg.negatives_per_positive,
+            cfg.seed,
+            pool,
+            cfg.uniform_negative_share,
+            cfg.holdout_fraction,
+        )  # fmt: skip
+    ).cache()
     examples = build_examples(labelled, state, cfg, ds, previous)
     # Counted while written (an observation), not by reading the files again.
     seen = Observation(f"examples {ds}")
@@ -648,9 +741,25 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
     n_examples, n_holdout, clicks = (seen.get[k] or 0 for k in ("n", "holdout", "clicks"))
     steps.done("examples")
 
-    today = update_state(previous, day_counts(clean, state, ds), cfg.feature_half_life_days)
-    write_state(today, layout, staged.write)
+    held_out = labelled.filter(
+        (F.col(features.LABEL) == 1) & holdout_flag("request_id", cfg.holdout_fraction)
+    )
+    acted = known.filter(F.col("event_type").isin(*POSITIVE_TYPES))
+    rows = build_ranking(spark, layout, ds, held_out, pool, acted, state, previous, cfg)
+    case_count = Observation(f"ranking {ds}")
+    rows = rows.observe(case_count, F.sum(features.LABEL).alias("cases"))
+    staged.write(rows, layout.ranking(ds), 2, plain=("request_id",))
+    n_cases = case_count.get["cases"] or 0
+    steps.done("ranking_cases")
+
+    # Held-out requests never feed the state (evaluation data stays unseen by training);
+    # guests' are never evaluated, so all of theirs count.
+    evaluated = in_holdout & F.col("user_id").isNotNull()
+    day = day_counts(clean.filter(~evaluated), state, ds)
+    write_state(update_state(previous, day, cfg.feature_half_life_days), layout, staged.write)
     steps.done("feature_state")
+    labelled.unpersist()
+    pool.unpersist()
     marked.unpersist()
     if items_raw is not None:
         items_raw.unpersist()
@@ -662,6 +771,7 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
         "quarantined_by_reason": by_reason,
         "duplicates": n_dupes,
         "late_events": n_late,
+        "anonymous": n_anonymous,
         "reconciled": True,  # checked against the written rows above, before publishing
         "items_in": items_in,
         "items_quarantined": items_bad,
@@ -670,6 +780,7 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
         "examples": n_examples,
         "train_examples": n_examples - n_holdout,
         "holdout_examples": n_holdout,
+        "ranking_cases": n_cases,
         "click_rate": clicks / n_examples if n_examples else 0.0,
         "examples_path": str(layout.examples(ds)),
         "step_seconds": steps.seconds,

@@ -8,17 +8,27 @@ Run with ``python -m jobs.validate --ds 2026-11-20`` or from the nightly DAG. Ch
   run time from ``[validate]`` settings and ``core.features`` (see :func:`suite_parameters`);
 * volume: today's examples against the mean of the last ``volume_window_days`` validated
   days, hard failure outside ``[min_volume_ratio, max_volume_ratio]``;
-* quarantine: the share of the day's rows that preprocessing quarantined
-  (``runs/dt=<ds>/preprocess.json``), hard failure above ``max_quarantine_share``: a
-  delivery broken as a whole (a field whose type changed) must not pass as a small day;
+* shares, judged against recent days (:func:`share_check`): of the day's rows, the share
+  preprocessing quarantined; of its clean events, the share without a user id (guest
+  orders). Both come from ``runs/dt=<ds>/preprocess.json``. Hard failure above the highest
+  share of the last ``share_window_days`` days that passed validation plus
+  ``max_share_rise``, or, with fewer than ``min_share_history_days`` such days, above
+  ``max_quarantine_share`` / ``max_anonymous_share``: a delivery broken as a whole (a field
+  whose type changed) or a sudden flood of guests must not pass as a small day, while a
+  shop whose days are often guest-heavy is not stopped for being itself;
+* constant inputs (reported, never a failure): the model inputs with a single value over
+  the day's examples carry nothing on this source (on a purchase-only log: CTR, position,
+  query);
 * drift (soft, never fails the run): population stability index of the category mix, price,
   position and click rate against the previous processed day; above ``drift_psi_warn`` is
   flagged and handed to the strategy decision.
 
-Writes ``runs/dt=<ds>/validate.json`` (every check, FreshRank's own volume, quarantine and
-drift included) and Great Expectations' Data Docs of the day's suite results
+Writes ``runs/dt=<ds>/validate.json`` (every check, FreshRank's own volume, shares,
+constant inputs and drift included; later days judge their shares against the ones recorded
+there) and Great Expectations' Data Docs of the day's suite results
 (``runs/dt=<ds>/validation/index.html``) *before* raising :class:`DataValidationError`, whose
-message names each failed expectation, its column and the unexpected count.
+message names each failed expectation (its column and the unexpected count) and each share
+over its limit (the limit and how it was derived).
 """
 
 from __future__ import annotations
@@ -31,7 +41,10 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 from core import features
 from core.layout import Layout, check_ds, publish_dir, staging_dir
@@ -44,8 +57,8 @@ PSI_EPS = 1e-4
 DOCS_SITE = "freshrank"
 DOCS_NOTE = (
     '<div class="alert alert-info m-3">FreshRank {ds}: these pages show the Great Expectations '
-    "suites only; the volume, quarantine and drift checks (and the day's verdict) are in "
-    '<a href="../validate.json">validate.json</a>.</div>'
+    "suites only; the volume, share, constant-input and drift checks (and the day's verdict) "
+    'are in <a href="../validate.json">validate.json</a>.</div>'
 )
 
 
@@ -232,27 +245,28 @@ def drift_against(previous: dict, today: dict) -> dict[str, float]:
     return {k: round(psi(previous[k], today[k]), 4) for k in today if k in previous}
 
 
-def drift_reference(layout: Layout, ds: str) -> tuple[str | None, dict | None]:
-    """The newest earlier day that passed validation, and its summary: a day that failed
-    (absurd prices, a broken delivery) must not become the baseline drift is measured from."""
+def passed_days(layout: Layout, ds: str) -> Iterator[tuple[str, ValidateSummary]]:
+    """The days before ``ds`` that passed validation, newest first, with their summaries:
+    the only history the checks compare with. A day that failed (absurd prices, a broken
+    delivery, a flood of guests) must not become a baseline."""
     for day in reversed(layout.processed_days("examples")):
         if day < ds:
             summary = read_summary(layout, day, ValidateSummary)
-            if summary and summary.success and summary.histograms:
-                return day, summary.to_dict()
+            if summary and summary.success:
+                yield day, summary
+
+
+def drift_reference(layout: Layout, ds: str) -> tuple[str | None, dict | None]:
+    """The newest earlier day that passed validation (and has histograms), and its summary."""
+    for day, summary in passed_days(layout, ds):
+        if summary.histograms:
+            return day, summary.to_dict()
     return None, None
 
 
 def volume_check(layout: Layout, ds: str, n: int, cfg: ValidateSettings) -> dict:
-    history = []
-    for day in reversed(layout.processed_days("examples")):
-        if day >= ds:
-            continue
-        summary = read_summary(layout, day, ValidateSummary)
-        if summary and summary.success:
-            history.append(summary.examples)
-        if len(history) >= cfg.volume_window_days:
-            break
+    """Today's examples against the mean of the last ``volume_window_days`` passed days."""
+    history = [s.examples for _, s in islice(passed_days(layout, ds), cfg.volume_window_days)]
     if not history:
         return {"success": True, "ratio": None, "reference_days": 0}
     ratio = n / (sum(history) / len(history))
@@ -260,20 +274,92 @@ def volume_check(layout: Layout, ds: str, n: int, cfg: ValidateSettings) -> dict
     return {"success": ok, "ratio": round(ratio, 3), "reference_days": len(history)}
 
 
-def quarantine_check(preprocessed: PreprocessSummary | None, cfg: ValidateSettings) -> dict:
-    """The share of the day's rows that preprocessing quarantined, against the limit."""
-    limit = cfg.max_quarantine_share
-    if not preprocessed or not preprocessed.rows_in:
-        return {"success": True, "share": None, "limit": limit}
-    share = preprocessed.quarantined / preprocessed.rows_in
-    return {
-        "success": share <= limit,
-        "share": round(share, 4),
-        "limit": limit,
-        "rows_in": preprocessed.rows_in,
-        "quarantined": preprocessed.quarantined,
-        "by_reason": preprocessed.quarantined_by_reason,
-    }
+class Share(NamedTuple):
+    """A share of the day that :func:`share_check` judges: ``count`` of ``total`` (fields of
+    the preprocess summary), recorded in validate.json as ``<name>_share``."""
+
+    count: str
+    total: str
+    cap: str  # the [validate] setting that limits it while there is too little history
+    what: str  # what the counted rows are, for the failure message
+
+
+SHARES: dict[str, Share] = {
+    "quarantine": Share("quarantined", "rows_in", "max_quarantine_share", "rows quarantined"),
+    "anonymous": Share(
+        "anonymous", "clean", "max_anonymous_share", "clean events without a user id"
+    ),
+}
+
+
+def share_limit(name: str, history: list[float], cfg: ValidateSettings) -> tuple[float, str]:
+    """The highest share ``name`` may have today, and how it was derived.
+
+    From history (the share on recent passed days): their maximum plus ``max_share_rise``,
+    at most 1. A shop is judged against itself: its usual guest-heavy days pass, a sudden
+    jump above anything it has recently shown does not. With fewer than
+    ``min_share_history_days`` days, the absolute cap of :data:`SHARES` applies.
+    """
+    if len(history) >= cfg.min_share_history_days:
+        top = max(history)
+        limit = min(1.0, top + cfg.max_share_rise)
+        why = f"max of {len(history)} recent days {top:.2f} + {cfg.max_share_rise:g}"
+        return round(limit, 4), why + (", capped at 1" if limit == 1.0 else "")
+    cap = SHARES[name].cap
+    days = f"{len(history)} recent day{'' if len(history) == 1 else 's'}"
+    return getattr(cfg, cap), f"{cap}; only {days} to judge by, {cfg.min_share_history_days} needed"
+
+
+def share_check(
+    name: str,
+    preprocessed: PreprocessSummary | None,
+    recent: list[ValidateSummary],
+    cfg: ValidateSettings,
+) -> dict:
+    """Today's share ``name`` (see :data:`SHARES`) against :func:`share_limit` of the shares
+    that ``recent`` (the last ``share_window_days`` passed days) recorded. Days validated
+    before shares were recorded do not count. No share (no preprocess summary, or nothing
+    to divide by) passes."""
+    share = SHARES[name]
+    history = [value for s in recent if (value := getattr(s, f"{name}_share")) is not None]
+    limit, why = share_limit(name, history, cfg)
+    check = {"limit": limit, "limit_from": why, "history_days": len(history)}
+    total = getattr(preprocessed, share.total, 0) if preprocessed else 0
+    if not total:
+        return {"success": True, "share": None, **check}
+    value = round(getattr(preprocessed, share.count) / total, 4)
+    counts = {share.count: getattr(preprocessed, share.count), share.total: total}
+    return {"success": value <= limit, "share": value, **check, **counts}
+
+
+def describe_share(name: str, check: dict) -> str:
+    """The failure message: the share, today's value, the limit and how it was derived, the
+    counts, and for the quarantine its reasons and where its rows are."""
+    share = SHARES[name]
+    text = (
+        f"{name}: {name} share {check['share']:.2f} > limit {check['limit']:.2f} "
+        f"({check['limit_from']}); {check[share.count]} of {check[share.total]} "
+        f"({check['share']:.0%}) {share.what}"
+    )
+    if "by_reason" in check:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(check["by_reason"].items()))
+        text += f" ({reasons}); see {check['rows_at']}"
+    return text
+
+
+def constant_inputs(df) -> list[str]:
+    """The model inputs (dense features and id buckets) with a single value over ``df``, in
+    one Spark aggregation: an input that never varies on a source carries nothing for the
+    model there (on a purchase-only log: CTR, position, query). An input with no value at
+    all counts as constant."""
+    from pyspark.sql import functions as F
+
+    names = [*features.DENSE_FEATURES, *features.ID_COLUMNS]
+    row = df.agg(
+        *[F.min(n).alias(f"min_{i}") for i, n in enumerate(names)],
+        *[F.max(n).alias(f"max_{i}") for i, n in enumerate(names)],
+    ).first()
+    return [n for i, n in enumerate(names) if row[f"min_{i}"] == row[f"max_{i}"]]
 
 
 def validate_day(spark, ds: str, settings: Settings) -> dict:
@@ -295,8 +381,21 @@ def validate_day(spark, ds: str, settings: Settings) -> dict:
     histograms = feature_histograms(examples)
     n_examples = sum(histograms["click"].values())
 
+    constant = constant_inputs(examples)
+    if constant:
+        log.warning(
+            "validate %s: inputs constant on this day (they carry nothing): %s", ds, constant
+        )
+
     volume = volume_check(layout, ds, n_examples, cfg)
-    quarantine = quarantine_check(read_summary(layout, ds, PreprocessSummary), cfg)
+    preprocessed = read_summary(layout, ds, PreprocessSummary)
+    recent = [s for _, s in islice(passed_days(layout, ds), cfg.share_window_days)]
+    shares = {name: share_check(name, preprocessed, recent, cfg) for name in SHARES}
+    if preprocessed:  # why and where the quarantined rows are (message and report)
+        shares["quarantine"].update(
+            by_reason=preprocessed.quarantined_by_reason,
+            rows_at=str(layout.quarantine_events(ds)),
+        )
     previous_ds, previous = drift_reference(layout, ds)
     drift = drift_against(previous["histograms"], histograms) if previous else {}
     failures = [r for r in results if not r["success"]]
@@ -307,14 +406,9 @@ def validate_day(spark, ds: str, settings: Settings) -> dict:
             f"{volume['reference_days']} days (allowed {cfg.min_volume_ratio}-"
             f"{cfg.max_volume_ratio}x)"
         )
-    if not quarantine["success"]:
-        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(quarantine["by_reason"].items()))
-        problems.insert(  # first: it explains the failures it causes (empty tables, volume)
-            0,
-            f"quarantine: {quarantine['quarantined']} of {quarantine['rows_in']} rows "
-            f"({quarantine['share']:.0%}) quarantined, more than the {quarantine['limit']:.0%} "
-            f"allowed ({reasons}); see {layout.quarantine_events(ds)}",
-        )
+    problems[:0] = [  # first: a share explains the failures it causes (empty tables, volume)
+        describe_share(name, check) for name, check in shares.items() if not check["success"]
+    ]
     summary = {
         "ds": ds,
         "success": not problems,
@@ -324,7 +418,9 @@ def validate_day(spark, ds: str, settings: Settings) -> dict:
         "expectations_failed": len(failures),
         "results": results,
         "volume": volume,
-        "quarantine": quarantine,
+        **{f"{name}_share": check["share"] for name, check in shares.items()},
+        **shares,
+        "constant_inputs": constant,
         "drift_reference": previous_ds,
         "drift_psi": drift,
         "drift_flagged": sorted(k for k, v in drift.items() if v > cfg.drift_psi_warn),

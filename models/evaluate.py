@@ -1,13 +1,17 @@
-"""Evaluate a candidate against the champion on the day's held-out requests.
+"""Evaluate a candidate against the champion on the day's held-out data.
 
-The holdout is the ``split == "holdout"`` rows of ``examples/dt=<ds>`` (requests chosen by a
-hash of their id, never trained on). Three scorers: the candidate's float Keras model, the
-candidate's int8 TFLite model (what would serve) and the champion's int8 TFLite model (what
-serves now). For each: AUC, log loss, calibration error (ECE), NDCG@10 and recall@10 per
-request, overall and per segment: new users and new items (ids absent from the previous
-``lookback_days`` of examples) and the top categories. Also the int8 model's latency
-(p50/p99 to score 100 candidates on one thread) and batched throughput. The gate
-(``models.gate``) decides; ``models.report`` renders the page users read.
+Two held-out sets, never trained on. The holdout requests (``split == "holdout"`` rows of
+``examples/dt=<ds>``, chosen by a hash of the request id): the candidate's float Keras
+model, its int8 TFLite model (what would serve) and the champion's int8 model (what serves
+now) get AUC, log loss, calibration error (ECE) and NDCG@10 per request, overall and per
+segment: new users and new items (ids absent from the previous ``lookback_days`` of
+examples) and the top categories. The ranking cases (``ranking/dt=<ds>``: each held-out
+positive among sampled candidates): sampled HR@10 and NDCG@10 of the same models, of the
+popularity ranking (the cases' ``popularity`` column) and of a random one, and the paired
+bootstrap intervals (over users) of candidate minus champion and minus popularity. Also the
+int8 model's latency (p50/p99 to score 100 candidates on one thread) and batched
+throughput. The gate (``models.gate``) decides; ``models.report`` renders the page users
+read. A day without holdout rows or ranking cases is not an error: the gate fails it.
 """
 
 from __future__ import annotations
@@ -17,22 +21,135 @@ from pathlib import Path
 
 import numpy as np
 
+from core import features
 from core.layout import Layout
 from core.settings import GateSettings
 from core.summaries import EvaluateSummary, write_summary
 from models import gate, ranker
-from models.metrics import expected_calibration_error, ranking_metrics, score_metrics
+from models.metrics import (
+    RankedCases,
+    expected_calibration_error,
+    paired_bootstrap,
+    ranking_metrics,
+    sampled_ranking,
+    score_metrics,
+)
 
 TOP_CATEGORIES = 3
+# Seeds the bootstrap and the random reference ranker: a night's verdict is reproducible.
+BOOTSTRAP_SEED = 0
 
 
 def metric_set(df, y, p) -> dict:
     out = score_metrics(y, p)
-    out["ece"] = expected_calibration_error(y, p)
+    out["ece"] = expected_calibration_error(y, p) if len(y) else float("nan")
     out.update(ranking_metrics(df["request_id"].to_numpy(), y, p, k=10))
     out["rows"] = int(len(y))
     out["click_rate"] = float(np.mean(y)) if len(y) else float("nan")
     return out
+
+
+def read_holdout(layout: Layout, ds: str):
+    """The day's held-out request rows (an empty frame when the day has none)."""
+    path = layout.examples(ds)
+    if not _parquet_files(path):
+        return ranker.read_examples([])
+    return ranker.read_examples([path], "holdout").reset_index(drop=True)
+
+
+RANKING_COLUMNS = (
+    "request_id",
+    "user_id",
+    "item_id",
+    features.LABEL,
+    "popularity",
+    *features.ID_COLUMNS,
+    *features.DENSE_FEATURES,
+)
+
+
+def read_ranking_cases(layout: Layout, ds: str):
+    """The day's ranking cases (``ranking/dt=<ds>``): ``request_id`` is the case, one row of
+    each has ``label_click == 1`` (the held-out positive), the others are sampled candidates;
+    ``popularity`` is the reference ranker's score. An empty frame when the directory is
+    missing or holds no Parquet file (a tiny or an old day)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    path = layout.ranking(ds)
+    if not _parquet_files(path):
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in RANKING_COLUMNS})
+    return pq.read_table(str(path), columns=list(RANKING_COLUMNS)).to_pandas()
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return []
+    return [p for p in path.rglob("*.parquet") if not p.name.startswith(("_", "."))]
+
+
+def _predict(score, x: dict) -> np.ndarray:
+    """``score(x)`` as a flat float array; no rows, no call (Keras refuses empty input)."""
+    if len(x["dense"]) == 0:
+        return np.empty(0, dtype=np.float32)
+    return np.asarray(score(x)).ravel()
+
+
+def case_users(cases, case_ids) -> np.ndarray:
+    """The user of each case, in the order of ``case_ids`` (the user of its positive row)."""
+    positives = cases[cases[features.LABEL] == 1].drop_duplicates("request_id")
+    return positives.set_index("request_id")["user_id"].reindex(case_ids).to_numpy()
+
+
+def compare_rankers(
+    a: RankedCases, b: RankedCases, users, cfg: GateSettings, metric: str | None = None
+) -> dict:
+    """The paired bootstrap interval of ``a`` minus ``b`` (same cases) on ``metric``
+    (``[gate] ranking_metric``), resampling users."""
+    metric = metric or cfg.ranking_metric
+    if not np.array_equal(a.case_ids, b.case_ids):
+        raise ValueError("the two rankers were scored on different cases")
+    ci = paired_bootstrap(
+        a.per_case(metric),
+        b.per_case(metric),
+        users,
+        samples=cfg.bootstrap_samples,
+        confidence=cfg.confidence,
+        seed=BOOTSTRAP_SEED,
+    )
+    return {"metric": metric, **ci}
+
+
+def rank_cases(cases, scores: dict[str, np.ndarray]) -> dict[str, RankedCases]:
+    """Each ranker's per-case results; ``popularity`` and ``random`` are added here."""
+    scores = {
+        **scores,
+        "popularity": cases["popularity"].to_numpy(np.float64),
+        # One score for all: ties are averaged, so this is exactly what a random ranking
+        # scores in expectation (HR@10 = 10 / candidates), not one noisy draw of it.
+        "random": np.zeros(len(cases)),
+    }
+    ids, y = cases["request_id"].to_numpy(), cases[features.LABEL].to_numpy()
+    return {name: sampled_ranking(ids, y, s, k=10) for name, s in scores.items()}
+
+
+def champion_ranking_on(
+    layout: Layout, ds: str, champion: dict, metric: str
+) -> dict[str, float] | None:
+    """The champion's (int8) and popularity's ``metric`` on the day's ranking cases: does
+    the serving model still rank better than popularity? None without cases."""
+    cases = read_ranking_cases(layout, ds)
+    if cases.empty:
+        return None
+    scorer = ranker.TFLiteScorer(champion["int8_tflite"])
+    ranked = rank_cases(cases, {"champion": _predict(scorer.predict, ranker.to_inputs(cases))})
+    champ, pop = ranked["champion"], ranked["popularity"]
+    return {
+        "metric": metric,
+        "champion": float(champ.per_case(metric).mean()) if len(champ.case_ids) else None,
+        "popularity": float(pop.per_case(metric).mean()) if len(pop.case_ids) else None,
+        "cases": len(champ.case_ids),
+    }
 
 
 def seen_ids(layout: Layout, ds: str, lookback_days: int) -> tuple[set, set]:
@@ -94,22 +211,21 @@ def evaluate_candidate(
     measure_latency: bool = True,
 ) -> dict:
     started = time.perf_counter()
-    holdout = ranker.read_examples([layout.examples(ds)], "holdout")
-    if holdout.empty:
-        raise ValueError(f"no holdout rows in {layout.examples(ds)}: cannot evaluate")
+    holdout, cases = read_holdout(layout, ds), read_ranking_cases(layout, ds)
     x, y = ranker.to_inputs(holdout), ranker.labels(holdout)
+    x_cases = ranker.to_inputs(cases)
     masks = segments(layout, ds, holdout)
     int8_scorer = ranker.TFLiteScorer(candidate_dir / "int8.tflite")
-    scores = {
-        "candidate_float": ranker.load_ranker(candidate_dir / "model.keras")
-        .predict(x, batch_size=8192, verbose=0)
-        .ravel(),
+    keras_model = ranker.load_ranker(candidate_dir / "model.keras")
+    scorers = {
+        "candidate_float": lambda v: keras_model.predict(v, batch_size=8192, verbose=0),
         # The float TFLite of the same pruned model: int8 vs this is the quantization alone.
-        "candidate_pruned_float": ranker.TFLiteScorer(candidate_dir / "float.tflite").predict(x),
-        "candidate_int8": int8_scorer.predict(x),
+        "candidate_pruned_float": ranker.TFLiteScorer(candidate_dir / "float.tflite").predict,
+        "candidate_int8": int8_scorer.predict,
     }
     if champion is not None:
-        scores["champion_int8"] = ranker.TFLiteScorer(champion["int8_tflite"]).predict(x)
+        scorers["champion_int8"] = ranker.TFLiteScorer(champion["int8_tflite"]).predict
+    scores = {name: _predict(score, x) for name, score in scorers.items()}
     by_model = {name: score_by_segment(holdout, y, p, masks) for name, p in scores.items()}
     candidate = {
         "float": by_model["candidate_float"]["all"],
@@ -119,25 +235,52 @@ def evaluate_candidate(
     champ = None
     if champion is not None:
         champ = {"version": champion["version"], "int8": by_model["champion_int8"]["all"]}
+
+    case_scores = {
+        name: _predict(scorers[name], x_cases)
+        for name in ("candidate_int8", "candidate_float", "champion_int8")
+        if name in scorers
+    }
+    ranked = rank_cases(cases, case_scores)
+    users = case_users(cases, ranked["candidate_int8"].case_ids)
+    n_cases = len(ranked["candidate_int8"].case_ids)
+    vs_popularity = compare_rankers(ranked["candidate_int8"], ranked["popularity"], users, cfg)
+    vs_champion = None
+    if champion is not None:
+        vs_champion = compare_rankers(ranked["candidate_int8"], ranked["champion_int8"], users, cfg)
+
     passed, reasons = gate.decide(
         {
             "auc_int8": candidate["int8"]["auc"],
             "auc_float": candidate["pruned_float"]["auc"],
+            "holdout_rows": int(len(y)),
             "segments": by_model["candidate_int8"],
+            "ranking_cases": n_cases,
+            "vs_popularity": vs_popularity,
+            "vs_champion": vs_champion,
         },
         None
         if champ is None
         else {"auc_int8": champ["int8"]["auc"], "segments": by_model["champion_int8"]},
         cfg,
     )
+    timing_rows = x if len(y) else x_cases
     result = {
         "ds": ds,
         "holdout_rows": int(len(y)),
-        "holdout_click_rate": float(y.mean()),
+        "holdout_click_rate": float(y.mean()) if len(y) else float("nan"),
         "candidate": candidate,
         "champion": champ,
         "segments": by_model,
-        "latency": int8_latency(int8_scorer, x) if measure_latency else None,
+        "ranking_cases": n_cases,
+        "ranking": {name: r.means() for name, r in ranked.items()},
+        "ranking_vs_champion": vs_champion,
+        "ranking_vs_popularity": vs_popularity,
+        "latency": (
+            int8_latency(int8_scorer, timing_rows)
+            if measure_latency and len(timing_rows["dense"])
+            else None
+        ),
         "gate_passed": passed,
         "gate_reasons": reasons,
         "seconds": round(time.perf_counter() - started, 2),
@@ -153,12 +296,3 @@ def evaluate_day(layout: Layout, ds: str, champion: dict | None, cfg: GateSettin
     ``champion``; record ``runs/dt=<ds>/evaluate.json``."""
     result = evaluate_candidate(layout, ds, layout.candidate_dir(ds), champion, cfg)
     return write_summary(layout, result, EvaluateSummary)
-
-
-def champion_auc_on(layout: Layout, ds: str, champion: dict, max_rows: int = 50_000) -> float:
-    """The champion's int8 AUC on (a sample of) the day's training rows: is it still good?"""
-    df = ranker.read_examples([layout.examples(ds)], "train")
-    if len(df) > max_rows:
-        df = df.sample(n=max_rows, random_state=0)
-    scores = ranker.TFLiteScorer(champion["int8_tflite"]).predict(ranker.to_inputs(df))
-    return score_metrics(ranker.labels(df), scores)["auc"]

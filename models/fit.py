@@ -19,6 +19,7 @@ import numpy as np
 from core import features
 from core.layout import Layout, written_whole
 from core.settings import TrainSettings
+from core.summaries import ValidateSummary, read_summary
 from models import ranker
 
 log = logging.getLogger(__name__)
@@ -31,17 +32,31 @@ KILL_ENV = "FRESHRANK_TEST_KILL_AFTER_BATCHES"
 
 
 def training_days(layout: Layout, ds: str, strategy: str, cfg: TrainSettings) -> list[str]:
-    """Days of examples a strategy trains on, oldest first, always ending with ``ds``."""
+    """Days of examples a strategy trains on, oldest first, always ending with ``ds``.
+
+    A day whose ``validate.json`` records ``success: false`` is never trained on: it is
+    left out of the replay or retrain window (and logged), and training ``ds`` itself is
+    refused. Days without a ``validate.json`` (stages run by hand) are used.
+    """
+    if _failed_validation(layout, ds):
+        path = layout.run_dir(ds) / "validate.json"
+        raise ValueError(f"{ds} failed validation ({path}): it is never trained on")
     before = [d for d in layout.processed_days("examples") if d < ds]
     if strategy == "retrain":
-        return (
-            before[-(cfg.retrain_history_days - 1) :] + [ds]
-            if cfg.retrain_history_days > 1
-            else [ds]
-        )
-    if strategy == "full":
-        return (before[-cfg.replay_days :] if cfg.replay_days else []) + [ds]
-    return [ds]
+        window = before[-(cfg.retrain_history_days - 1) :] if cfg.retrain_history_days > 1 else []
+    elif strategy == "full":
+        window = before[-cfg.replay_days :] if cfg.replay_days else []
+    else:
+        window = []
+    failed = [d for d in window if _failed_validation(layout, d)]
+    if failed:
+        log.warning("%s: left out of %s training, failed validation: %s", ds, strategy, failed)
+    return [d for d in window if d not in failed] + [ds]
+
+
+def _failed_validation(layout: Layout, day: str) -> bool:
+    summary = read_summary(layout, day, ValidateSummary)
+    return summary is not None and not summary.success
 
 
 def _read_train_rows(path: Path, columns, fraction: float, seed: int):

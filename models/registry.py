@@ -240,10 +240,22 @@ def register_day(settings: Settings, ds: str, dry_run: bool = False) -> dict:
     for model, by_segment in ev.segments.items():
         for segment, values in by_segment.items():
             prefix = model if segment == "all" else f"{model}.{segment.replace('=', '_')}"
-            for name in ("auc", "log_loss", "ece", "ndcg@10", "recall@10"):
+            for name in ("auc", "log_loss", "ece", "ndcg@10"):
                 value = values.get(name)
                 if value is not None and value == value:  # MLflow rejects NaN
                     metrics[f"{prefix}.{name.replace('@', '_at_')}"] = value
+    # Sampled-candidate ranking (ranking/dt=<ds>), e.g. ranking.popularity.hr_at_10, and
+    # the gate's intervals, e.g. ranking_vs_champion.low.
+    metrics["ranking_cases"] = ev.ranking_cases
+    for ranker_name, values in ev.ranking.items():
+        for name in ("hr@10", "ndcg@10"):
+            value = values.get(name)
+            if value is not None and value == value:
+                metrics[f"ranking.{ranker_name}.{name.replace('@', '_at_')}"] = value
+    for key in ("ranking_vs_champion", "ranking_vs_popularity"):
+        for name, value in (getattr(ev, key) or {}).items():
+            if name in ("diff", "low", "high") and value is not None and value == value:
+                metrics[f"{key}.{name}"] = value
     params = {
         "strategy": decision.strategy,
         "epochs": train.epochs,

@@ -1,7 +1,9 @@
 """The evaluation report of one night: a self-contained HTML page with plots.
 
-Shows candidate vs champion (metrics overall and per segment), score distributions, the
-calibration curve, the gate's decision with every reason, and the AUC of champion and
+Shows the gate's decision with every reason, the sampled-candidate ranking (HR@10 and
+NDCG@10 of candidate, champion, and popularity and random as reference rows) with the
+intervals the gate judged, candidate vs champion on the held-out requests (overall and per
+segment), score distributions, the calibration curve, and the AUC of champion and
 candidate over recent nights, so decay is visible. Written to
 ``models/dt=<ds>/candidate/report.html`` and ``runs/dt=<ds>/report.html``; the register
 stage logs it to MLflow with the run.
@@ -20,7 +22,9 @@ import numpy as np
 from core.layout import Layout, read_json
 from models.metrics import calibration_curve
 
-METRICS = ("auc", "log_loss", "ece", "ndcg@10", "recall@10", "rows")
+METRICS = ("auc", "log_loss", "ece", "ndcg@10", "rows")
+RANKING_COLUMNS = ("hr@10", "ndcg@10", "cases")
+REFERENCES = ("popularity", "random")
 
 
 def _png(fig) -> str:
@@ -41,10 +45,12 @@ def plots(layout: Layout, ds: str, result: dict, y, scores: dict) -> dict[str, s
     out = {}
     fig, ax = plt.subplots(figsize=(5, 3))
     for name, p in scores.items():
-        ax.hist(p, bins=50, histtype="step", label=name, density=True)
+        if len(p):  # no holdout rows: nothing to draw
+            ax.hist(p, bins=50, histtype="step", label=name, density=True)
     ax.set_xlabel("predicted click probability")
     ax.set_title("score distributions")
-    ax.legend(fontsize=7)
+    if len(y):
+        ax.legend(fontsize=7)
     out["scores"] = _png(fig)
 
     fig, ax = plt.subplots(figsize=(4, 4))
@@ -53,8 +59,9 @@ def plots(layout: Layout, ds: str, result: dict, y, scores: dict) -> dict[str, s
     for name, p in scores.items():
         curve = calibration_curve(y, p, bins=20)
         xs, ys = [c["predicted"] for c in curve], [c["observed"] for c in curve]
-        top = max(top, *xs, *ys)
+        top = max([top, *xs, *ys])
         ax.plot(xs, ys, marker=".", label=name)
+    top = top or 1.0  # no holdout rows: an empty plot
     ax.set_xlim(0, min(1, top * 1.1))
     ax.set_ylim(0, min(1, top * 1.1))
     ax.set_xlabel("predicted")
@@ -110,6 +117,33 @@ def _fmt(v) -> str:
     return html.escape(str(v))
 
 
+def ranking_table(result: dict) -> str:
+    """Sampled HR@10/NDCG@10 per ranker (references marked) and the gate's intervals."""
+    from models.gate import describe_interval
+
+    ranking = result.get("ranking") or {}
+    head = "".join(f"<th>{m}</th>" for m in RANKING_COLUMNS)
+    rows = []
+    for name, values in ranking.items():
+        label = f"{name} (reference)" if name in REFERENCES else name
+        cells = "".join(f"<td>{_fmt(values.get(m))}</td>" for m in RANKING_COLUMNS)
+        rows.append(f"<tr><td>{html.escape(label)}</td>{cells}</tr>")
+    intervals = [
+        describe_interval(ci, other)
+        for other, ci in (
+            ("champion", result.get("ranking_vs_champion")),
+            ("popularity", result.get("ranking_vs_popularity")),
+        )
+        if ci
+    ]
+    items = "".join(f"<li>candidate int8: {html.escape(i)}</li>" for i in intervals)
+    return (
+        f"<h2>Ranking: {result.get('ranking_cases', 0)} held-out cases, each a positive among "
+        f"sampled candidates</h2><table><tr><th>ranker</th>{head}</tr>{''.join(rows)}</table>"
+        f"<ul>{items}</ul>"
+    )
+
+
 def render(ds: str, result: dict, images: dict[str, str]) -> str:
     segs = list(result["segments"]["candidate_int8"])
     head = "".join(f"<th>{m}</th>" for m in METRICS)
@@ -120,7 +154,7 @@ def render(ds: str, result: dict, images: dict[str, str]) -> str:
             rows.append(f"<tr><td>{html.escape(seg)}</td><td>{model}</td>{cells}</tr>")
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in result["gate_reasons"])
     latency = result.get("latency") or {}
-    lat = ", ".join(f"{k} {_fmt(v)}" for k, v in latency.items())
+    lat = ", ".join(f"{k} {_fmt(v)}" for k, v in latency.items()) or "-"
     imgs = "".join(
         f'<img alt="{k}" src="data:image/png;base64,{v}" style="margin:4px">'
         for k, v in images.items()
@@ -131,7 +165,9 @@ def render(ds: str, result: dict, images: dict[str, str]) -> str:
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;text-align:right}}
 td:first-child,td:nth-child(2){{text-align:left}}</style></head><body>
 <h1>Evaluation of {ds}: gate {verdict}</h1><ul>{reasons}</ul>
-<p>{result["holdout_rows"]} held-out rows, click rate {result["holdout_click_rate"]:.4f}.
+{ranking_table(result)}
+<h2>Held-out requests</h2>
+<p>{result["holdout_rows"]} held-out rows, click rate {_fmt(result["holdout_click_rate"])}.
 int8 latency (one thread): {lat}</p>
 <table><tr><th>segment</th><th>model</th>{head}</tr>{"".join(rows)}</table>
 <div>{imgs}</div></body></html>"""

@@ -2,44 +2,61 @@
 
 :func:`choose_strategy` is a pure function of the day's facts and the thresholds in
 ``[strategy]`` settings; the DAG records its decision and reasons in the run summary and
-MLflow. Order of the rules, first match wins:
+MLflow. An override (the DAG Param ``strategy``) wins; otherwise the rules in order, first
+match wins:
 
-1. no champion yet -> ``retrain`` (first training);
-2. fewer than ``skip_below_examples`` training rows -> ``skip`` (nothing worth learning);
-3. the champion's AUC on today's data below ``retrain_champion_auc`` -> ``retrain``
-   (the model collapsed on the new data);
-4. any feature drift PSI above ``retrain_psi`` -> ``retrain``;
-5. fewer than ``light_below_examples`` rows -> ``light``;
-6. otherwise ``full``.
+1. fewer than ``[gate] min_ranking_cases`` held-out ranking cases -> ``skip`` (too small
+   to evaluate: whatever it trained could not pass the gate, so nothing is trained);
+2. no champion yet -> ``retrain`` (first training);
+3. fewer than ``skip_below_examples`` training rows -> ``skip`` (nothing worth learning);
+4. the champion ranks today's cases below ``retrain_below_popularity`` x the popularity
+   ranking's score (the gate's ``ranking_metric``) -> ``retrain`` (the model collapsed on
+   the new data; a champion that beats popularity is never collapsed);
+5. any feature drift PSI above ``retrain_psi`` -> ``retrain``;
+6. fewer than ``light_below_examples`` rows -> ``light``;
+7. otherwise ``full``.
 """
 
 from __future__ import annotations
 
 from core.settings import StrategySettings
 
+STRATEGIES = ("skip", "light", "full", "retrain")
+
 
 def choose_strategy(
     train_examples: int,
+    ranking_cases: int,
     has_champion: bool,
-    champion_auc_today: float | None,
+    ranking_today: dict | None,
     drift_psi: dict[str, float] | None,
     cfg: StrategySettings,
+    min_ranking_cases: int,
     override: str | None = None,
 ) -> tuple[str, list[str]]:
-    """Return ``(strategy, reasons)``."""
+    """Return ``(strategy, reasons)``.
+
+    ``ranking_today`` is the champion's and popularity's score on today's ranking cases,
+    ``{"metric": "ndcg@10", "champion": ..., "popularity": ..., "cases": ...}``, or None
+    (no champion, or not measured).
+    """
     if override:
-        if override not in ("skip", "light", "full", "retrain"):
+        if override not in STRATEGIES:
             raise ValueError(f"unknown strategy override {override!r}")
         if override in ("light", "full") and not has_champion:
             return "retrain", [f"override {override} needs a champion; none exists, retraining"]
         return override, [f"override requested: {override}"]
+    if ranking_cases < min_ranking_cases:
+        return "skip", [f"too small to evaluate: {ranking_cases} cases < {min_ranking_cases}"]
     if not has_champion:
         return "retrain", ["no champion yet: first training from scratch"]
     if train_examples < cfg.skip_below_examples:
         return "skip", [f"{train_examples} training rows < {cfg.skip_below_examples}"]
-    if champion_auc_today is not None and champion_auc_today < cfg.retrain_champion_auc:
+    if _collapsed(ranking_today, cfg):
+        r = ranking_today
         return "retrain", [
-            f"champion AUC on today's data {champion_auc_today:.4f} < {cfg.retrain_champion_auc}"
+            f"champion collapsed: {r['metric']} {r['champion']:.4f} on today's {r['cases']} "
+            f"cases < {cfg.retrain_below_popularity} x popularity's {r['popularity']:.4f}"
         ]
     drifted = {k: v for k, v in (drift_psi or {}).items() if v is not None and v > cfg.retrain_psi}
     if drifted:
@@ -48,3 +65,12 @@ def choose_strategy(
     if train_examples < cfg.light_below_examples:
         return "light", [f"{train_examples} training rows < {cfg.light_below_examples}"]
     return "full", [f"{train_examples} training rows: full fine-tune with replay"]
+
+
+def _collapsed(ranking_today: dict | None, cfg: StrategySettings) -> bool:
+    if not ranking_today:
+        return False
+    champ, pop = ranking_today.get("champion"), ranking_today.get("popularity")
+    if champ is None or pop is None or champ != champ or pop != pop:  # not measured (NaN)
+        return False
+    return champ < pop and champ < cfg.retrain_below_popularity * pop

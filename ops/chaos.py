@@ -46,8 +46,8 @@ Documented outcomes (``<ds>`` is the spoiled day; "passes" means both data stage
                          every line                        "quarantine: ... (100%) ...
                                                            malformed_line" (over 50% stops)
     null_ids             1% each: null event_id, null      passes; quarantined as
-                         user_id, blank item_id            null_event_id / null_user_id /
-                                                           null_item_id
+                         user_id, blank item_id            null_event_id / null_item_id
+                                                           (no user: a guest, valid)
     negative_prices      2% negative prices                passes; quarantined as
                                                            negative_price
     absurd_prices        1% prices of 1e12                 validate: DataValidationError
@@ -352,8 +352,9 @@ def spoil_null_ids(day: Day) -> dict:
                 rows[i][key] = value
         for i in no_item:
             rows[i]["item_id"] = " "
-        reasons = ("null_event_id", "null_user_id", "null_item_id")
-        groups = (no_event, no_user, no_item)
+        # A row without a user is a guest's: valid (it feeds the item state only).
+        reasons = ("null_event_id", "null_item_id")
+        groups = (no_event, no_item)
         return {"quarantined_by_reason": {r: len(g) for r, g in zip(reasons, groups, strict=True)}}
 
     return spoil_rows(day, nulls)
@@ -626,7 +627,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "null_ids",
             "1% each: null event_id, null user_id, blank item_id",
-            "passes; quarantined as null_event_id / null_user_id / null_item_id",
+            "passes; quarantined as null_event_id / null_item_id; no user = a guest (valid)",
             None,
             None,
             spoil_null_ids,

@@ -68,8 +68,10 @@ def soak_env(home: Path, port: int) -> dict[str, str]:
         FRESHRANK_UP_MLFLOW="0",
         FRESHRANK_SCHEDULE="none",  # runs start from the asset events this driver posts
         AIRFLOW_PORT=str(port),
-        # The tiny world's first models are weak; warm starts still apply (as in the e2e test).
-        FRESHRANK__STRATEGY__RETRAIN_CHAMPION_AUC="0.45",
+        # The tiny world's first models are weak; warm starts still apply, and its few dozen
+        # held-out ranking cases a day are judged (as in the e2e test).
+        FRESHRANK__STRATEGY__RETRAIN_BELOW_POPULARITY="0",
+        FRESHRANK__GATE__MIN_RANKING_CASES="10",
         **SOAK_RETENTION,
     )
     return env

@@ -109,23 +109,34 @@ def validate(ds: str, settings: Settings) -> dict:
 
 @fails_clearly_on_full_disk("choose_strategy")
 def choose_strategy(ds: str, settings: Settings, override: str | None = None) -> dict:
-    """Fetch the champion, score it on the day, and apply the strategy policy."""
-    from models.evaluate import champion_auc_on
+    """Fetch the champion, rank the day's held-out cases with it and with popularity, and
+    apply the strategy policy."""
+    from models.evaluate import champion_ranking_on
+    from models.metrics import RANKING_METRICS
     from models.registry import fetch_champion
     from models.strategy import choose_strategy as policy
 
     started = time.perf_counter()
+    gate = settings.gate
+    if gate.ranking_metric not in RANKING_METRICS:  # refused before training, not after
+        raise ValueError(
+            f"[gate] ranking_metric {gate.ranking_metric!r}: not one of {RANKING_METRICS}"
+        )
     layout = Layout(settings.data_root)
     pre = read_summary(layout, ds, PreprocessSummary, required=True)
     val = read_summary(layout, ds, ValidateSummary)
     champion = fetch_champion(settings, layout.model_dir(ds) / "champion")
-    champion_auc = champion_auc_on(layout, ds, champion) if champion else None
+    ranking_today = None
+    if champion and pre.ranking_cases >= gate.min_ranking_cases:
+        ranking_today = champion_ranking_on(layout, ds, champion, gate.ranking_metric)
     strategy, reasons = policy(
         train_examples=pre.train_examples,
+        ranking_cases=pre.ranking_cases,
         has_champion=champion is not None,
-        champion_auc_today=champion_auc,
+        ranking_today=ranking_today,
         drift_psi=val.drift_psi if val else None,
         cfg=settings.strategy,
+        min_ranking_cases=gate.min_ranking_cases,
         override=override,
     )
     log.info("strategy %s: %s (%s)", ds, strategy, "; ".join(reasons))
@@ -134,7 +145,8 @@ def choose_strategy(ds: str, settings: Settings, override: str | None = None) ->
         strategy=strategy,
         reasons=reasons,
         champion=champion,
-        champion_auc_today=champion_auc,
+        ranking_cases=pre.ranking_cases,
+        ranking_today=ranking_today,
         seconds=round(time.perf_counter() - started, 2),
     )
     return write_summary(layout, decision)
@@ -195,16 +207,28 @@ def cleanup(ds: str, settings: Settings) -> dict:
 
 
 def run_all(ds: str, settings: Settings, override: str | None = None, dry_run: bool = False):
-    """Every stage in order, without Airflow (for debugging a day from a shell)."""
-    preprocess(ds, settings)
-    validate(ds, settings)
-    result = choose_strategy(ds, settings, override)
-    if result["strategy"] != "skip":
-        fine_tune(ds, settings)
-        compress(ds, settings)
-        evaluate(ds, settings)
-        result = register(ds, settings, dry_run)
-    cleanup(ds, settings)
+    """Every stage in order, without Airflow (a day from a shell, the benchmarks). A stage
+    that fails stops the night, recorded as the DAG records it (:func:`record_failure`)."""
+    stage = "preprocess"
+
+    def run(name, *args):
+        nonlocal stage
+        stage = name
+        return globals()[name](ds, settings, *args)
+
+    try:
+        run("preprocess")
+        run("validate")
+        result = run("choose_strategy", override)
+        if result["strategy"] != "skip":
+            run("fine_tune")
+            run("compress")
+            run("evaluate")
+            result = run("register", dry_run)
+        run("cleanup")
+    except Exception as exc:
+        record_failure(ds, stage, f"{type(exc).__name__}: {exc}", settings)
+        raise
     return result
 
 

@@ -64,7 +64,7 @@ def test_user_file_needs_only_the_keys_it_changes(tmp_path):
     cfg.write_text('tracking_uri = "sqlite:///elsewhere/m.db"\n[gate]\nmin_auc = 0.7\n')
     s = load_settings(env={"FRESHRANK_CONFIG": str(cfg)})
     assert s.tracking_uri == f"sqlite:///{REPO_ROOT / 'elsewhere' / 'm.db'}"
-    assert s.gate.min_auc == 0.7 and s.gate.max_auc_drop == base.gate.max_auc_drop
+    assert s.gate.min_auc == 0.7 and s.gate.confidence == base.gate.confidence
     cfg.write_text('tracking_uri = "sqlite:////abs/m.db"\n')
     assert load_settings(cfg, env={}).tracking_uri == "sqlite:////abs/m.db"
     with pytest.raises(FileNotFoundError, match="missing.toml"):

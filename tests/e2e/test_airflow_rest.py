@@ -60,6 +60,8 @@ def airflow_up(tmp_path):
         "FRESHRANK_LOG_DIR": str(tmp_path / "log"),
         "FRESHRANK_UP_MLFLOW": "0",
         "FRESHRANK_SCHEDULE": "none",  # only the run this test triggers
+        # A tiny day holds a few dozen held-out ranking cases: judge them (default 100).
+        "FRESHRANK__GATE__MIN_RANKING_CASES": "10",
         "AIRFLOW_PORT": str(port),
     }
     up = subprocess.run([str(REPO / "scripts" / "up.sh")], env=env, capture_output=True, text=True)

@@ -37,7 +37,10 @@ def world(tmp_path_factory):
         # A tiny world's first model is weak (14 training steps; AUC ~0.55 on the next day):
         # keep the "champion collapsed" rule (unit-tested in test_policies) from turning
         # day 2 into a retrain, so this run exercises the warm start through Airflow.
-        "FRESHRANK__STRATEGY__RETRAIN_CHAMPION_AUC": "0.45",
+        "FRESHRANK__STRATEGY__RETRAIN_BELOW_POPULARITY": "0",
+        # A tiny day holds a few dozen held-out ranking cases, not the default 100: judge
+        # them anyway, or every night would be skipped as too small to evaluate.
+        "FRESHRANK__GATE__MIN_RANKING_CASES": "10",
     }
     settings = load_settings(env=env)
     simulate.generate_days(settings.data_root, DAYS[0], 3, simulate.SCALES["tiny"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pandas as pd
@@ -30,6 +31,14 @@ def _day(ds, n_clicks_i1, start):
             events.append(ev(k, "click", user=f"u{u}", item="i1", req=req, t=t))
             k += 1
     return events
+
+
+@pytest.fixture
+def settings(settings):
+    """No held-out requests here: every event feeds the state, so the sums below are exact
+    (test_preprocess checks that held-out requests never do)."""
+    pre = dataclasses.replace(settings.preprocess, holdout_fraction=0.0)
+    return dataclasses.replace(settings, preprocess=pre)
 
 
 def _state(spark, layout, ds):
@@ -94,6 +103,15 @@ def test_examples_only_see_features_from_before_their_day(three_days):
     assert d3.loc[("u0", "i1"), "user_category_affinity"] > 0.3
     assert d3.loc[("u_new", "i1"), "user_is_new"] == 1
     assert d3.loc[("u0", "i1"), "user_recency"] < d3.loc[("u_new", "i1"), "user_recency"]
+    # Repeat propensity: u0 clicked i1 on day 2, never i2; u5 never clicked.
+    assert d2.loc[("u0", "i1"), "user_item_affinity"] == 0
+    assert d3.loc[("u0", "i1"), "user_item_affinity"] > 0
+    assert d3.loc[("u0", "i2"), "user_item_affinity"] == 0
+    # Trend: i1's actions are all recent (day 2), i2 never had one.
+    assert d3.loc[("u0", "i1"), "item_trend"] > 0.3
+    assert d3.loc[("u0", "i2"), "item_trend"] == 0
+    # Recency: both items were seen the day before D3's gap day; unseen would be 1.
+    assert 0 < d3.loc[("u0", "i1"), "item_recency"] < 1
     for name in features.STATE_FEATURES:
         assert d3[name].between(0, 1).all(), name
 

@@ -291,7 +291,8 @@ def test_imported_retail_day_goes_through_preprocessing(spark, settings, tmp_pat
     assert reconciled(imported)
     assert s["rows_in"] == imported["days"][ds]["written"] == 63
     assert s["reconciled"]
-    assert s["quarantined_by_reason"] == {"null_user_id": 2}
+    assert s["quarantined_by_reason"] == {}
+    assert s["anonymous"] == 2  # the guest's lines: valid, for the item state only
     assert s["duplicates"] == 1
     assert s["labels_from"] == "sampled_negatives"
     ex = pd.read_parquet(Layout(settings.data_root).examples(ds))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -65,7 +66,7 @@ def test_quarantine_dedupe_labels_and_reconciled_counts(spark, settings):
         ev(5, "purchase", item="i2", t="2026-11-20T10:03:00Z"),
         ev(4, "click", item="i2", t="2026-11-20T10:00:05Z", position=2),  # duplicate id
         ev(6, "impression", item="i4", req="r2", user="u2", t="2026-11-18T09:00:00Z"),  # late
-        ev(7, "impression", user=None),
+        ev(7, "impression", user=None),  # a guest: valid, for the item state only
         ev(8, "hover"),
         ev(9, "impression", t="2026-11-25T00:00:00Z"),
         ev(10, "impression", t="2026-11-01T00:00:00Z"),
@@ -84,8 +85,8 @@ def test_quarantine_dedupe_labels_and_reconciled_counts(spark, settings):
     assert s["reconciled"] and s["rows_in"] == s["clean"] + s["quarantined"] + s["duplicates"]
     assert s["duplicates"] == 1
     assert s["late_events"] == 1
+    assert s["anonymous"] == 1
     assert s["quarantined_by_reason"] == {
-        "null_user_id": 1,
         "unknown_event_type": 1,
         "future_event_time": 1,
         "too_late": 1,
@@ -215,6 +216,62 @@ def test_sampled_negatives_are_drawn_per_positive_not_per_basket(spark, settings
     assert (basket[features.LABEL] == 1).sum() == 5
     # ~k per positive (20), minus collisions; per basket it would be at most k.
     assert (basket[features.LABEL] == 0).sum() > 2 * k
+
+
+def test_held_out_requests_and_guests_never_reach_training_negatives_or_user_state(spark, settings):
+    """Each invoice buys its own item and a common one; half the invoices are held out. An
+    item bought only in held-out invoices must not be taught as a negative nor counted in
+    the state; guest purchases count for their item and never for a user."""
+    pre = dataclasses.replace(settings.preprocess, holdout_fraction=0.5)
+    settings = dataclasses.replace(settings, preprocess=pre)
+    events = []
+    for i in range(60):
+        own = dict(user=f"u{i}", req=None, session_id=f"s{i}")
+        events += [ev(2 * i, "purchase", item=f"x{i}", **own), ev(2 * i + 1, "purchase", **own)]
+    guests = [
+        ev(500 + j, "purchase", user=None, item="g", req=None, session_id=f"guest{j}")
+        for j in range(3)
+    ]
+    deliver(settings.data_root, DS, events + guests)
+    s = preprocess_day(spark, DS, settings)
+    assert s["rows_in"] == s["clean"] == 123 and s["quarantined"] == 0
+    assert s["anonymous"] == 3
+
+    layout = Layout(settings.data_root)
+    ex = pd.read_parquet(layout.examples(DS))
+    held = set(ex.loc[ex["split"] == "holdout", "request_id"])
+    assert 10 < len(held) < 50
+    held_items = {f"x{i}" for i in range(60) if f"s{i}" in held}
+    train_items = {f"x{i}" for i in range(60)} - held_items
+    negatives = ex[(ex["split"] == "train") & (ex[features.LABEL] == 0)]
+    assert not set(negatives["item_id"]) & held_items
+    assert set(negatives["item_id"]) & train_items  # drawn from the training requests
+    assert ex["user_id"].notna().all() and "g" not in set(ex["item_id"])
+
+    state = {
+        t: pd.read_parquet(layout.feature_state(t, DS))
+        for t in ("item_stats", "user_stats", "user_item")
+    }
+    items = state["item_stats"].set_index("item_id")
+    assert items.loc["g", "purchases"] == 3  # guests count for the item
+    assert not set(items.index) & held_items  # held-out purchases do not
+    assert state["user_stats"]["user_id"].notna().all()
+    assert set(state["user_stats"]["user_id"]) == {f"u{i}" for i in range(60)} - {
+        f"u{i}" for i in range(60) if f"s{i}" in held
+    }
+
+    # Every held-out purchase is a ranking case: the bought item among sampled ones.
+    cases = pd.read_parquet(layout.ranking(DS))
+    assert s["ranking_cases"] == 2 * len(held) == cases[features.LABEL].sum()
+    per_case = cases.groupby("request_id")
+    assert (per_case[features.LABEL].sum() == 1).all()
+    assert per_case.size().max() <= settings.preprocess.ranking_candidates
+    assert per_case.size().min() > 10
+    for case_id, rows in per_case:
+        user = rows["user_id"].iloc[0]
+        own = {f"x{user[1:]}", "i1"}  # never a candidate drawn from what the user bought
+        assert not set(rows.loc[rows[features.LABEL] == 0, "item_id"]) & own, case_id
+    assert {"popularity", *features.EXAMPLE_SCHEMA} == set(cases.columns)
 
 
 def test_missing_delta_is_a_clear_error(spark, settings):

@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 
 from core.layout import Layout
-from jobs.validate import DataValidationError, drift_reference, psi, validate_day
+from core.summaries import PreprocessSummary, ValidateSummary, read_summary, write_summary
+from jobs.validate import (
+    DataValidationError,
+    constant_inputs,
+    drift_reference,
+    psi,
+    validate_day,
+)
 from tests.models.conftest import make_examples, write_day
 
 DS = "2026-11-20"
@@ -160,8 +167,6 @@ def test_psi_is_zero_for_equal_and_large_for_disjoint():
 
 
 def test_drift_is_measured_from_the_newest_day_that_passed(tmp_path):
-    from core.summaries import ValidateSummary, write_summary
-
     layout = Layout(tmp_path)
     assert drift_reference(layout, DS) == (None, None)  # first day: nothing to compare with
     for day, passed in (("2026-11-17", True), ("2026-11-18", True), ("2026-11-19", False)):
@@ -174,3 +179,130 @@ def test_drift_is_measured_from_the_newest_day_that_passed(tmp_path):
     # 11-19 failed validation (a bad day must not become the baseline); 11-21 is later.
     day, summary = drift_reference(layout, DS)
     assert day == "2026-11-18" and summary["success"]
+
+
+# --- shares judged against recent days ---------------------------------------------------
+def history(layout: Layout, days: dict[str, tuple[float, bool]]) -> None:
+    """Earlier days as validation left them: ``{ds: (anonymous share, passed)}``."""
+    for ds, (share, passed) in days.items():
+        layout.examples(ds).mkdir(parents=True)
+        (layout.examples(ds) / "_SUCCESS").touch()
+        summary = ValidateSummary(
+            ds=ds,
+            success=passed,
+            problems=[] if passed else ["anonymous: ..."],
+            examples=1000,
+            quarantine_share=0.01,
+            anonymous_share=share,
+        )
+        write_summary(layout, summary)
+
+
+def preprocessed(layout: Layout, rows_in=1000, quarantined=0, anonymous=0, ds=DS) -> None:
+    """Today's preprocess summary: ``anonymous`` of the clean events have no user id."""
+    clean = rows_in - quarantined
+    write_summary(
+        layout,
+        PreprocessSummary(
+            ds=ds,
+            rows_in=rows_in,
+            clean=clean,
+            quarantined=quarantined,
+            quarantined_by_reason={"malformed_line": quarantined} if quarantined else {},
+            duplicates=0,
+            examples=1000,
+            train_examples=800,
+            holdout_examples=200,
+            anonymous=anonymous,
+        ),
+    )
+
+
+def guest_events(n: int = 50, guests: int = 38) -> pd.DataFrame:
+    """Clean events of a day on which ``guests`` of ``n`` orders came without a user id."""
+    df = good_events(n).assign(event_type="purchase")
+    df["user_id"] = df["user_id"].astype(object)
+    df.loc[df.index[:guests], "user_id"] = None
+    return df
+
+
+def test_guest_heavy_day_passes_after_days_with_similar_shares(spark, settings, day):
+    # A shop whose recent days had 55-70% guest orders (UCI Online Retail: up to 77%).
+    layout = day(events=guest_events())
+    history(layout, {f"2026-11-{d}": (s, True) for d, s in ((16, 0.55), (17, 0.7), (19, 0.6))})
+    preprocessed(layout, anonymous=770)
+    summary = validate_day(spark, DS, settings)
+    assert summary["success"]
+    assert summary["anonymous"]["limit"] == pytest.approx(0.9)
+    assert summary["anonymous"]["limit_from"] == "max of 3 recent days 0.70 + 0.2"
+    # Reported, not a failure: make_examples gives every id the default state features.
+    assert "item_ctr" in summary["constant_inputs"]
+    assert "log_price" not in summary["constant_inputs"]
+    # Recorded for the next days to judge theirs against.
+    recorded = read_summary(layout, DS, ValidateSummary)
+    assert recorded.anonymous_share == 0.77 and recorded.quarantine_share == 0.0
+
+
+def test_sudden_jump_in_guest_share_stops_the_day(spark, settings, day):
+    layout = day(events=guest_events(guests=45))
+    history(layout, {f"2026-11-{d}": (s, True) for d, s in ((15, 0.2), (16, 0.22), (18, 0.19))})
+    preprocessed(layout, anonymous=900)  # within the absolute cap: only history catches it
+    with pytest.raises(DataValidationError) as err:
+        validate_day(spark, DS, settings)
+    assert "anonymous share 0.90 > limit 0.42 (max of 3 recent days 0.22 + 0.2)" in str(err.value)
+    assert "900 of 1000 (90%) clean events without a user id" in str(err.value)
+    recorded = read_summary(layout, DS, ValidateSummary)
+    assert not recorded.success and recorded.anonymous_share == 0.9
+
+
+def test_a_failed_day_is_not_history(spark, settings, day):
+    layout = day(events=guest_events(guests=43))
+    # The newest day had 90% guests and failed: it must not raise the limit to 1.
+    history(
+        layout,
+        {
+            "2026-11-15": (0.2, True),
+            "2026-11-16": (0.2, True),
+            "2026-11-17": (0.25, True),
+            "2026-11-19": (0.9, False),
+        },
+    )
+    preprocessed(layout, anonymous=850)
+    with pytest.raises(DataValidationError, match=r"limit 0\.45 \(max of 3 recent days 0\.25"):
+        validate_day(spark, DS, settings)
+
+
+@pytest.mark.parametrize(
+    ("shares", "message"),
+    [
+        ({"anonymous": 850}, None),  # a guest-heavy first week passes under the 0.9 cap
+        (
+            {"anonymous": 950},
+            "anonymous share 0.95 > limit 0.90 (max_anonymous_share; only 2 recent days to "
+            "judge by, 3 needed)",
+        ),
+        (
+            {"quarantined": 600},
+            "quarantine: quarantine share 0.60 > limit 0.50 (max_quarantine_share; only 2 "
+            "recent days to judge by, 3 needed); 600 of 1000 (60%) rows quarantined "
+            "(malformed_line: 600); see ",
+        ),
+    ],
+)
+def test_with_too_little_history_the_absolute_caps_apply(spark, settings, day, shares, message):
+    layout = day(events=guest_events())
+    history(layout, {"2026-11-18": (0.1, True), "2026-11-19": (0.1, True)})
+    preprocessed(layout, **shares)
+    if message is None:
+        assert validate_day(spark, DS, settings)["success"]
+        return
+    with pytest.raises(DataValidationError) as err:
+        validate_day(spark, DS, settings)
+    assert message in str(err.value)
+
+
+def test_constant_inputs_are_named(spark):
+    df = make_examples(200, seed=1).assign(position=0.0)  # e.g. a log without positions
+    constant = constant_inputs(spark.createDataFrame(df))
+    assert "position" in constant and "item_ctr" in constant  # make_examples: all-default state
+    assert "log_price" not in constant and "item_bucket" not in constant

@@ -17,7 +17,7 @@ from models.evaluate import evaluate_candidate
 from models.metrics import auc
 from models.train import finetune
 
-from .conftest import make_examples, write_day
+from .conftest import click_counts, make_examples, make_ranking_cases, write_day, write_ranking
 
 pytestmark = pytest.mark.slow
 D1, D2 = "2026-11-20", "2026-11-21"
@@ -141,8 +141,16 @@ def test_compress_evaluate_register_promote_and_rollback(two_days):
     assert int8.shape == y1.shape and np.all((int8 >= 0) & (int8 <= 1))
     assert auc(y1, int8) > 0.7
 
+    # Held-out ranking cases: on the first day nothing is popular yet; on the second,
+    # popularity counts the first day's clicks.
+    write_ranking(layout, D1, make_ranking_cases(200, seed=11, items=range(0, 150)))
+    popular = click_counts(ranker.read_examples([layout.examples(D1)]))
+    write_ranking(
+        layout, D2, make_ranking_cases(200, seed=12, items=range(0, 200), popularity=popular)
+    )
     ev1 = evaluate_candidate(layout, D1, out1, None, s.gate)
     assert ev1["gate_passed"] and ev1["champion"] is None
+    assert ev1["ranking_vs_popularity"]["low"] > 0  # popularity knows nothing on day 1
     assert abs(ev1["candidate"]["float"]["auc"] - ev1["candidate"]["int8"]["auc"]) < 0.01
     # The gate's quantization check compares int8 with the float TFLite of the pruned model.
     quantization_gap = ev1["candidate"]["pruned_float"]["auc"] - ev1["candidate"]["int8"]["auc"]
@@ -174,6 +182,7 @@ def test_compress_evaluate_register_promote_and_rollback(two_days):
     champion = registry.fetch_champion(s, layout.model_dir(D2) / "champion")
     ev2 = evaluate_candidate(layout, D2, out2, champion, s.gate)
     assert not ev2["gate_passed"]
+    assert ev2["ranking_vs_champion"]["high"] < 0  # credibly worse than the champion
     v2 = registry.register_candidate(s, out2, {}, {}, {"ds": D2}, promote_if=ev2["gate_passed"])
     assert not v2["promoted"] and registry.alias_version(s) == v1["version"]
     # Another candidate for a day that already promoted one is registered, never promoted.

@@ -38,7 +38,7 @@ REASONS = {
     "malformed_lines": {"malformed_line"},
     "new_field": set(),
     "wrong_types": {"malformed_line"},
-    "null_ids": {"null_event_id", "null_user_id", "null_item_id"},
+    "null_ids": {"null_event_id", "null_item_id"},
     "negative_prices": {"negative_price"},
     "future_times": {"future_event_time"},
     "delivered_twice": set(),

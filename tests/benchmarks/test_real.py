@@ -1,0 +1,85 @@
+"""The real-data benchmark end to end, on a small invoice log in the UCI Online Retail format.
+
+Runs ``python -m benchmarks.real --quick`` smaller still (2 bootstrap days, 1 night) on a
+log written here: guests, returns and repeat buyers included, as in the real file. It
+checks that every ranker is scored on the same next-day cases and that the file and plot
+are there; the figures of so small a shop say nothing about the targets.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import random
+
+import pytest
+
+from benchmarks import real as bench_real
+
+pytestmark = pytest.mark.slow
+DAYS = ("2011-01-04", "2011-01-05", "2011-01-06", "2011-01-07")
+
+
+def write_invoices(path, seed: int = 3) -> None:
+    """Four trading days of invoices: 40 customers with favourite items, a third of the
+    lines from guests, some returns."""
+    rng = random.Random(seed)
+    items = [f"2{k:04d}" for k in range(80)]
+    favourites = {c: rng.sample(items[:40], 5) for c in range(12000, 12040)}
+    rows, invoice = [], 540000
+    for day in DAYS:
+        for _ in range(60):
+            invoice += 1
+            guest = rng.random() < 0.3
+            customer = None if guest else rng.choice(list(favourites))
+            pool = items if guest else favourites[customer] + rng.sample(items, 3)
+            for item in rng.sample(pool, 4):
+                when = f"{day} {rng.randint(8, 18):02d}:{rng.randint(0, 59):02d}:00"
+                cust = "" if guest else f"{customer}.0"
+                rows.append([str(invoice), item, f"ITEM {item}", "2", when, "1.25", cust, "UK"])
+            if rng.random() < 0.05:
+                rows.append([f"C{invoice}", item, f"ITEM {item}", "-1", when, "1.25", cust, "UK"])
+    with gzip.open(path, "wt", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,"
+                     "CustomerID,Country".split(","))  # fmt: skip
+        out.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    src = out / "invoices.csv.gz"
+    write_invoices(src)
+    argv = ["--out", str(out), "--input", str(src), "--quick"]
+    assert bench_real.main([*argv, "--bootstrap-days", "2", "--nights", "1"]) == 0
+    return out, json.loads((out / "real.json").read_text())
+
+
+def test_every_ranker_is_scored_on_the_next_days_cases(bench):
+    out, result = bench
+    assert result["nights"] == 1
+    (night,) = result["per_night"]
+    assert night["ds"] == DAYS[2] and night["scored_on"] == DAYS[3]
+    assert night["stopped"] is None  # a third of the lines from guests is a normal day
+    assert night["strategy"] in {"skip", "light", "full", "retrain"}
+    assert night["cases"] > 20
+    for key in ("hr_at_10", "ndcg_at_10"):
+        assert set(result[key]) == set(bench_real.RANKERS)
+        for ranker in bench_real.RANKERS:
+            value = night[key][ranker]
+            assert 0 <= value <= 1, (key, ranker)
+            assert result[key][ranker] == pytest.approx(value, abs=1e-4)
+    # Customers buy from their favourite items: the models and popularity beat chance.
+    hr = night["hr_at_10"]
+    assert hr["popularity"] > hr["random"]
+    assert max(hr["incremental"], hr["stale"]) > hr["random"]
+    assert set(result["targets"]) >= {"incremental_hr_ge_popularity", "no_stopped_night"}
+    png = out / "real.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_a_missing_input_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such input"):
+        bench_real.bench_real(tmp_path, tmp_path / "nothing.csv.gz")
