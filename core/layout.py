@@ -113,6 +113,10 @@ class Layout:
             if p.name.startswith("dt=") and (p / "_SUCCESS").exists()
         )
 
+    def days_before(self, kind: str, ds: str, days: int) -> list[str]:
+        """Processed days of ``kind`` among the ``days`` calendar days before ``ds``."""
+        return [d for d in self.processed_days(kind) if shift_ds(ds, -days) <= d < ds]
+
     def latest_before(self, kind: str, ds: str) -> str | None:
         days = [d for d in self.processed_days(kind) if d < ds]
         return days[-1] if days else None

@@ -119,6 +119,7 @@ class GateSettings:
     max_segment_auc_drop: float
     min_segment_rows: int
     min_ranking_cases: int
+    ranking_window_days: int
     ranking_metric: str
     confidence: float
     bootstrap_samples: int

@@ -124,6 +124,13 @@ class FailureSummary(StageSummary):
     at: str
 
 
+def failed_validation(layout: Layout, ds: str) -> bool:
+    """True when the day's ``validate.json`` records a failure: its data is never trained or
+    judged on. A day never validated (stages run by hand) is not failed."""
+    summary = read_summary(layout, ds, ValidateSummary)
+    return summary is not None and not summary.success
+
+
 def summary_path(layout: Layout, stage: str, ds: str):
     return layout.run_dir(ds) / f"{stage}.json"
 

@@ -59,7 +59,7 @@ from pathlib import Path
 
 from core import features
 from core.contract import EVENT_FIELDS, EVENT_TYPES, ITEM_FIELDS, KEY_FIELDS, POSITIVE_TYPES
-from core.layout import Layout, check_ds, publish_dir, shift_ds, staging_dir
+from core.layout import Layout, check_ds, publish_dir, staging_dir
 from core.settings import PreprocessSettings, Settings, load_settings
 from core.summaries import PreprocessSummary, write_summary
 from jobs import ranking
@@ -228,11 +228,7 @@ def spread_over_cores(spark, lines):
 
 def read_previous_event_ids(spark, layout: Layout, ds: str, days: int):
     """Event ids cleaned on the ``days`` days before ``ds`` (to drop re-delivered late events)."""
-    paths = [
-        str(layout.clean_events(d))
-        for d in layout.processed_days("clean/events")
-        if shift_ds(ds, -days) <= d < ds
-    ]
+    paths = [str(layout.clean_events(d)) for d in layout.days_before("clean/events", ds, days)]
     if not paths:
         return None
     return spark.read.parquet(*paths).select("event_id")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from core import features
 from core.contract import POSITIVE_TYPES
-from core.layout import Layout, shift_ds
+from core.layout import Layout
 
 
 def case_rows(positives, pool, exclude, candidates: int, seed: int):
@@ -83,11 +83,7 @@ def popularity(spark, layout: Layout, ds: str, days: int):
     when there is no such day."""
     from pyspark.sql import functions as F
 
-    paths = [
-        str(layout.clean_events(d))
-        for d in layout.processed_days("clean/events")
-        if shift_ds(ds, -days) <= d < ds
-    ]
+    paths = [str(layout.clean_events(d)) for d in layout.days_before("clean/events", ds, days)]
     if not paths:
         return None
     events = spark.read.parquet(*paths)

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from core import features
-from core.layout import Layout
+from core.layout import Layout, shift_ds
 from core.settings import GateSettings
-from core.summaries import EvaluateSummary, write_summary
+from core.summaries import EvaluateSummary, failed_validation, write_summary
 from models import gate, ranker
 from models.metrics import (
     RankedCases,
@@ -68,18 +68,29 @@ RANKING_COLUMNS = (
 )
 
 
-def read_ranking_cases(layout: Layout, ds: str):
-    """The day's ranking cases (``ranking/dt=<ds>``): ``request_id`` is the case, one row of
-    each has ``label_click == 1`` (the held-out positive), the others are sampled candidates;
-    ``popularity`` is the reference ranker's score. An empty frame when the directory is
-    missing or holds no Parquet file (a tiny or an old day)."""
+def read_ranking_cases(layout: Layout, ds: str, window_days: int = 1):
+    """The ranking cases (``ranking/dt=<day>``) of ``ds`` and of the processed days among the
+    ``window_days - 1`` before it, days that failed validation left out: ``request_id`` is
+    the case (prefixed with its day), one row of each has ``label_click == 1`` (the
+    held-out positive), the others are sampled candidates; ``popularity`` is the reference
+    ranker's score. Held-out requests are never trained on, so every case of the window is
+    unseen by every model; a shop with a few hundred orders a day needs several days of
+    them to tell two models apart. An empty frame when there is none (a first day)."""
     import pandas as pd
     import pyarrow.parquet as pq
 
-    path = layout.ranking(ds)
-    if not _parquet_files(path):
+    days = layout.days_before("ranking", shift_ds(ds, 1), window_days)
+    frames = []
+    for day in days:
+        if failed_validation(layout, day) or not _parquet_files(layout.ranking(day)):
+            continue
+        frame = pq.read_table(str(layout.ranking(day)), columns=list(RANKING_COLUMNS))
+        frame = frame.to_pandas()
+        frame["request_id"] = day + "/" + frame["request_id"]
+        frames.append(frame)
+    if not frames:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in RANKING_COLUMNS})
-    return pq.read_table(str(path), columns=list(RANKING_COLUMNS)).to_pandas()
+    return pd.concat(frames, ignore_index=True)
 
 
 def _parquet_files(path: Path) -> list[Path]:
@@ -133,12 +144,10 @@ def rank_cases(cases, scores: dict[str, np.ndarray]) -> dict[str, RankedCases]:
     return {name: sampled_ranking(ids, y, s, k=10) for name, s in scores.items()}
 
 
-def champion_ranking_on(
-    layout: Layout, ds: str, champion: dict, metric: str
-) -> dict[str, float] | None:
-    """The champion's (int8) and popularity's ``metric`` on the day's ranking cases: does
-    the serving model still rank better than popularity? None without cases."""
-    cases = read_ranking_cases(layout, ds)
+def champion_ranking_on(cases, champion: dict, metric: str) -> dict[str, float] | None:
+    """The champion's (int8) and popularity's ``metric`` on ``cases``
+    (:func:`read_ranking_cases`): does the serving model still rank better than popularity?
+    None without cases."""
     if cases.empty:
         return None
     scorer = ranker.TFLiteScorer(champion["int8_tflite"])
@@ -211,7 +220,8 @@ def evaluate_candidate(
     measure_latency: bool = True,
 ) -> dict:
     started = time.perf_counter()
-    holdout, cases = read_holdout(layout, ds), read_ranking_cases(layout, ds)
+    holdout = read_holdout(layout, ds)
+    cases = read_ranking_cases(layout, ds, cfg.ranking_window_days)
     x, y = ranker.to_inputs(holdout), ranker.labels(holdout)
     x_cases = ranker.to_inputs(cases)
     masks = segments(layout, ds, holdout)

@@ -19,7 +19,7 @@ import numpy as np
 from core import features
 from core.layout import Layout, written_whole
 from core.settings import TrainSettings
-from core.summaries import ValidateSummary, read_summary
+from core.summaries import failed_validation
 from models import ranker
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def training_days(layout: Layout, ds: str, strategy: str, cfg: TrainSettings) ->
     left out of the replay or retrain window (and logged), and training ``ds`` itself is
     refused. Days without a ``validate.json`` (stages run by hand) are used.
     """
-    if _failed_validation(layout, ds):
+    if failed_validation(layout, ds):
         path = layout.run_dir(ds) / "validate.json"
         raise ValueError(f"{ds} failed validation ({path}): it is never trained on")
     before = [d for d in layout.processed_days("examples") if d < ds]
@@ -48,15 +48,10 @@ def training_days(layout: Layout, ds: str, strategy: str, cfg: TrainSettings) ->
         window = before[-cfg.replay_days :] if cfg.replay_days else []
     else:
         window = []
-    failed = [d for d in window if _failed_validation(layout, d)]
+    failed = [d for d in window if failed_validation(layout, d)]
     if failed:
         log.warning("%s: left out of %s training, failed validation: %s", ds, strategy, failed)
     return [d for d in window if d not in failed] + [ds]
-
-
-def _failed_validation(layout: Layout, day: str) -> bool:
-    summary = read_summary(layout, day, ValidateSummary)
-    return summary is not None and not summary.success
 
 
 def _read_train_rows(path: Path, columns, fraction: float, seed: int):

@@ -9,8 +9,8 @@ reported, not just the first failure, so the registry tag lists every reason. In
    TFLite of the same pruned model (quantization alone: catches silent calibration
    failures; what pruning cost shows in the comparison with the champion);
 3. enough evidence: at least ``min_ranking_cases`` held-out ranking cases (each a held-out
-   positive among sampled candidates), else "too few cases to judge" and rules 4-5 are
-   not judged;
+   positive among sampled candidates, of the last ``ranking_window_days`` days), else "too
+   few cases to judge" and rules 4-5 are not judged;
 4. popularity: the candidate (int8) must not rank credibly worse than the popularity
    ranking: fails when the upper bound of the ``confidence`` interval of the
    candidate-minus-popularity ``ranking_metric`` difference is below 0;

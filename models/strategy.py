@@ -5,11 +5,12 @@
 MLflow. An override (the DAG Param ``strategy``) wins; otherwise the rules in order, first
 match wins:
 
-1. fewer than ``[gate] min_ranking_cases`` held-out ranking cases -> ``skip`` (too small
-   to evaluate: whatever it trained could not pass the gate, so nothing is trained);
+1. fewer than ``[gate] min_ranking_cases`` recent held-out ranking cases (``[gate]
+   ranking_window_days``) -> ``skip`` (too small to evaluate: whatever it trained could
+   not pass the gate, so nothing is trained);
 2. no champion yet -> ``retrain`` (first training);
 3. fewer than ``skip_below_examples`` training rows -> ``skip`` (nothing worth learning);
-4. the champion ranks today's cases below ``retrain_below_popularity`` x the popularity
+4. the champion ranks the recent cases below ``retrain_below_popularity`` x the popularity
    ranking's score (the gate's ``ranking_metric``) -> ``retrain`` (the model collapsed on
    the new data; a champion that beats popularity is never collapsed);
 5. any feature drift PSI above ``retrain_psi`` -> ``retrain``;

@@ -699,7 +699,7 @@ SCENARIOS: dict[str, Scenario] = {
             None,
             spoil_poisoned_labels,
             verify_poisoned_labels,
-            gate="must fail the gate: AUC vs the champion (models/gate.py; "
+            gate="must fail the gate: not credibly better than the champion (models/gate.py; "
             "tests/models/test_model_stages.py trains on shuffled labels, never promoted)",
         ),
     ]

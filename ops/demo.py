@@ -91,6 +91,16 @@ def day_row(ds: str, settings: Settings) -> dict:
         "auc_int8": (cand.get("int8") or {}).get("auc"),
         "champion_auc_int8": champ.get("auc"),
         "log_loss_int8": (cand.get("int8") or {}).get("log_loss"),
+        # Next to AUC, what the gate judges: HR@10 of each held-out positive among sampled
+        # candidates, for the candidate, the champion and the popularity ranking.
+        **{
+            f"hr10_{name}": ((ev.get("ranking") or {}).get(key) or {}).get("hr@10")
+            for name, key in (
+                ("int8", "candidate_int8"),
+                ("champion", "champion_int8"),
+                ("popularity", "popularity"),
+            )
+        },
         "version": reg.get("version"),
         "promoted": reg.get("promoted"),
         "why": reg.get("why") or "; ".join(strat.get("reasons", [])),
@@ -125,6 +135,9 @@ def format_table(rows: list[dict]) -> str:
         ("auc f32", "auc_float"),
         ("auc int8", "auc_int8"),
         ("champ int8", "champion_auc_int8"),
+        ("hr@10", "hr10_int8"),
+        ("champ hr@10", "hr10_champion"),
+        ("pop hr@10", "hr10_popularity"),
         ("ver", "version"),
         ("promoted", "promoted"),
         ("keras KB", "keras_kb"),

@@ -111,7 +111,8 @@ def validate(ds: str, settings: Settings) -> dict:
 def choose_strategy(ds: str, settings: Settings, override: str | None = None) -> dict:
     """Fetch the champion, rank the day's held-out cases with it and with popularity, and
     apply the strategy policy."""
-    from models.evaluate import champion_ranking_on
+    from core.features import LABEL
+    from models.evaluate import champion_ranking_on, read_ranking_cases
     from models.metrics import RANKING_METRICS
     from models.registry import fetch_champion
     from models.strategy import choose_strategy as policy
@@ -126,12 +127,14 @@ def choose_strategy(ds: str, settings: Settings, override: str | None = None) ->
     pre = read_summary(layout, ds, PreprocessSummary, required=True)
     val = read_summary(layout, ds, ValidateSummary)
     champion = fetch_champion(settings, layout.model_dir(ds) / "champion")
+    cases = read_ranking_cases(layout, ds, gate.ranking_window_days)
+    n_cases = int((cases[LABEL] == 1).sum())
     ranking_today = None
-    if champion and pre.ranking_cases >= gate.min_ranking_cases:
-        ranking_today = champion_ranking_on(layout, ds, champion, gate.ranking_metric)
+    if champion and n_cases >= gate.min_ranking_cases:
+        ranking_today = champion_ranking_on(cases, champion, gate.ranking_metric)
     strategy, reasons = policy(
         train_examples=pre.train_examples,
-        ranking_cases=pre.ranking_cases,
+        ranking_cases=n_cases,
         has_champion=champion is not None,
         ranking_today=ranking_today,
         drift_psi=val.drift_psi if val else None,
@@ -145,7 +148,7 @@ def choose_strategy(ds: str, settings: Settings, override: str | None = None) ->
         strategy=strategy,
         reasons=reasons,
         champion=champion,
-        ranking_cases=pre.ranking_cases,
+        ranking_cases=n_cases,
         ranking_today=ranking_today,
         seconds=round(time.perf_counter() - started, 2),
     )

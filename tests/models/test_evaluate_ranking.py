@@ -129,6 +129,7 @@ def test_the_nightly_strategy_skips_a_day_too_small_to_evaluate(settings_here):
         train_examples=80, holdout_examples=10, ranking_cases=3,
     )  # fmt: skip
     write_summary(layout, summary)
+    write_ranking(layout, TINY, make_ranking_cases(3, seed=1))  # the window's only cases
     decision = nightly.choose_strategy(TINY, settings_here)
     minimum = settings_here.gate.min_ranking_cases
     assert decision["strategy"] == "skip"

@@ -62,3 +62,23 @@ def test_without_a_failed_day_nothing_is_left_out(days, caplog):
     with caplog.at_level(logging.WARNING, logger="models.fit"):
         assert training_days(days, DAYS[3], "full", TRAIN) == DAYS
     assert "failed validation" not in caplog.text
+
+
+def test_the_gate_pools_recent_ranking_cases_but_never_a_failed_days(days):
+    """Held-out cases of the window's days are read together (case ids kept apart by their
+    day); a day that failed validation is never judged on either."""
+    from models.evaluate import read_ranking_cases
+
+    from .conftest import make_ranking_cases, write_ranking
+
+    for i, ds in enumerate(DAYS):
+        write_ranking(days, ds, make_ranking_cases(20, seed=i, candidates=10))
+    pooled = read_ranking_cases(days, DAYS[3], window_days=7)
+    per_day = pooled["request_id"].str.split("/").str[0].value_counts()
+    assert per_day.to_dict() == {DAYS[0]: 200, DAYS[2]: 200, DAYS[3]: 200}  # DAYS[1] failed
+    assert (pooled.groupby("request_id")["label_click"].sum() == 1).all()  # 60 distinct cases
+    assert pooled["request_id"].nunique() == 60
+    assert read_ranking_cases(days, DAYS[3])["request_id"].nunique() == 20  # the day alone
+    window = read_ranking_cases(days, DAYS[3], window_days=2)  # DAYS[2] and DAYS[3]
+    assert window["request_id"].str.startswith((DAYS[2], DAYS[3])).all() and len(window) == 400
+    assert read_ranking_cases(days, "2026-11-01").empty  # before any day
