@@ -21,9 +21,13 @@ from core import features
 from core.contract import POSITIVE_TYPES
 from core.layout import Layout
 
+# Columns of ranking/dt=<ds>/: the examples' columns and the reference ranker's score.
+RANKING_COLUMNS = (*features.EXAMPLE_SCHEMA, "popularity")
+
 
 def case_rows(positives, pool, exclude, candidates: int, seed: int):
-    """Unlabelled-feature rows of every case: one per candidate.
+    """The rows of every case, one per candidate: ids, query and labels (the features are
+    joined by :func:`jobs.preprocess.build_ranking`).
 
     ``positives``: ``request_id``, ``user_id``, ``item_id``, ``query`` and the labels, one
     row per case. ``pool``: ``item_id`` of the items to draw from. ``exclude``: ``user_id``,
@@ -102,6 +106,3 @@ def with_popularity(rows, counts):
         return rows.withColumn("popularity", F.lit(0.0))
     joined = rows.join(counts, "item_id", "left")
     return joined.withColumn("popularity", F.coalesce("popularity", F.lit(0.0)))
-
-
-RANKING_COLUMNS = (*features.EXAMPLE_SCHEMA, "popularity")

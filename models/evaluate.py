@@ -57,6 +57,8 @@ def read_holdout(layout: Layout, ds: str):
     return ranker.read_examples([path], "holdout").reset_index(drop=True)
 
 
+# What evaluation reads of ranking/dt=<ds>/ (jobs.ranking writes these among the examples'
+# columns): the case, the user, the label, the reference score and the model inputs.
 RANKING_COLUMNS = (
     "request_id",
     "user_id",
