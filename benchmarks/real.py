@@ -299,7 +299,7 @@ def bench_real(
                 "models": models,
                 "night": {
                     "ds": ds,
-                    "scored_on": None,  # filled below
+                    "scored_on": days[index + 1],
                     "strategy": facts["strategy"] if stopped is None else None,
                     "strategy_reasons": facts["strategy_reasons"],
                     "promoted": bool(facts["promoted"]) and stopped is None,
@@ -310,7 +310,6 @@ def bench_real(
                     "full_retrain_seconds": full["seconds"] if full else None,
                 },
             }
-            pending["night"]["scored_on"] = days[index + 1]
         elif stopped is not None:
             log.warning("bootstrap day %s stopped: %s", ds, stopped)
 

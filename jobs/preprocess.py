@@ -704,13 +704,12 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
 
     # Examples and ranking cases need a user; guests' events feed the item state only.
     known = clean.filter(F.col("user_id").isNotNull())
+    acted = known.filter(F.col("event_type").isin(*POSITIVE_TYPES))
     in_holdout = holdout_flag(event_group(), cfg.holdout_fraction)
     previous = read_state(spark, layout, ds)  # as of the day before: point in time
     # Items known before the day, plus those chosen in its training requests.
     pool = known_items(
-        previous_state,
-        previous.item_stats if previous else None,
-        known.filter(F.col("event_type").isin(*POSITIVE_TYPES) & ~in_holdout),
+        previous_state, previous.item_stats if previous else None, acted.filter(~in_holdout)
     ).cache()
     labelled = (
         label_impressions(known)
@@ -740,7 +739,6 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
     held_out = labelled.filter(
         (F.col(features.LABEL) == 1) & holdout_flag("request_id", cfg.holdout_fraction)
     )
-    acted = known.filter(F.col("event_type").isin(*POSITIVE_TYPES))
     rows = build_ranking(spark, layout, ds, held_out, pool, acted, state, previous, cfg)
     case_count = Observation(f"ranking {ds}")
     rows = rows.observe(case_count, F.sum(features.LABEL).alias("cases"))

@@ -30,7 +30,8 @@ def case_rows(positives, pool, exclude, candidates: int, seed: int):
     joined by :func:`jobs.preprocess.build_ranking`).
 
     ``positives``: ``request_id``, ``user_id``, ``item_id``, ``query`` and the labels, one
-    row per case. ``pool``: ``item_id`` of the items to draw from. ``exclude``: ``user_id``,
+    row per case. ``pool``: distinct ``item_id`` of the items to draw from
+    (:func:`jobs.preprocess.known_items`). ``exclude``: ``user_id``,
     ``item_id`` pairs never drawn for that user (what the user acted on that day).
     """
     from pyspark.sql import Window
@@ -44,8 +45,8 @@ def case_rows(positives, pool, exclude, candidates: int, seed: int):
         features.LABEL,
         features.PURCHASE_LABEL,
     )
-    pool = pool.select("item_id").distinct()
-    indexed = pool.withColumn("_idx", F.row_number().over(Window.orderBy("item_id")) - 1)
+    by_id = Window.orderBy("item_id")
+    indexed = pool.select("item_id").withColumn("_idx", F.row_number().over(by_id) - 1)
     n_pool = indexed.count()
     wanted = candidates - 1
     # Twice as many draws as needed: repeats and excluded items are dropped afterwards.
