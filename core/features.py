@@ -48,6 +48,19 @@ STATE_DEFAULTS: dict[str, float] = {
 }
 STATE_FEATURES: tuple[str, ...] = tuple(STATE_DEFAULTS)
 DENSE_FEATURES: tuple[str, ...] = ("log_price", "position", *STATE_FEATURES)
+# The user's history: the items of their HISTORY_LENGTH most recent actions in the feature
+# state (most recent first), as item buckets (the item feature's hashing, so the model pools
+# them through the same embedding table as the candidate item), with weights summing to 1
+# (each item's share of the user's time-decayed actions on them); 0 pads both. A new user
+# has an empty history (all zeros).
+HISTORY_LENGTH = 10
+HISTORY_BUCKETS = "history_buckets"
+HISTORY_WEIGHTS = "history_weights"
+HISTORY_COLUMNS: tuple[str, ...] = (HISTORY_BUCKETS, HISTORY_WEIGHTS)
+EMPTY_HISTORY: dict[str, list] = {
+    HISTORY_BUCKETS: [0] * HISTORY_LENGTH,
+    HISTORY_WEIGHTS: [0.0] * HISTORY_LENGTH,
+}
 MAX_POSITION = 50
 LABEL = "label_click"
 PURCHASE_LABEL = "label_purchase"
@@ -60,7 +73,9 @@ def id_column(name: str) -> str:
 
 
 ID_COLUMNS: tuple[str, ...] = tuple(id_column(n) for n in ID_FEATURES)
-MODEL_INPUTS: tuple[str, ...] = ID_COLUMNS + ("dense",)
+MODEL_INPUTS: tuple[str, ...] = (*ID_COLUMNS, "dense", *HISTORY_COLUMNS)
+# The example columns a model reads (model inputs are built from them by models.ranker).
+MODEL_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, *DENSE_FEATURES, *HISTORY_COLUMNS)
 
 
 def _spark_col(column):
@@ -180,11 +195,24 @@ def spark_hash_bucket(name: str, column):
     return F.when(value.isNull() | (value == ""), F.lit(0)).otherwise(hashed).cast("int")
 
 
+def history(items) -> tuple[list[int], list[float]]:
+    """The history columns of a user from ``items``: ``(item_id, actions)`` pairs, most
+    recent first (the state's ``user_item`` rows of the user, decayed counts). Only the
+    first :data:`HISTORY_LENGTH` count; weights are their shares of those actions."""
+    items = [(i, a) for i, a in items if a and a > 0][:HISTORY_LENGTH]
+    total = sum(a for _, a in items)
+    pad = HISTORY_LENGTH - len(items)
+    buckets = [hash_bucket("item", i) for i, _ in items] + [0] * pad
+    weights = [a / total for _, a in items] + [0.0] * pad
+    return buckets, weights
+
+
 def feature_row(raw: dict) -> dict:
     """Model inputs of one raw candidate row (serving): ids hashed, dense features built.
 
-    State features are taken from the row when the caller looked them up (a feature store
-    holding ``state/``), else they get the values of a never-seen id.
+    State features and the history columns are taken from the row when the caller looked
+    them up (a feature store holding ``state/``; the history as :func:`history` builds
+    it), else they get the values of a never-seen id.
     """
     row = {id_column(n): hash_bucket(n, raw.get(src)) for n, (src, _) in ID_FEATURES.items()}
     row["log_price"] = log_price(raw.get("price"))
@@ -192,6 +220,11 @@ def feature_row(raw: dict) -> dict:
     for name, default in STATE_DEFAULTS.items():
         value = raw.get(name)
         row[name] = default if value is None or value != value else float(value)
+    for name, empty in EMPTY_HISTORY.items():
+        value = raw.get(name)
+        row[name] = list(empty if value is None else value)
+        if len(row[name]) != HISTORY_LENGTH:
+            raise ValueError(f"{name}: {len(row[name])} values, expected {HISTORY_LENGTH}")
     return row
 
 
@@ -206,6 +239,8 @@ EXAMPLE_SCHEMA: dict[str, str] = {
     "log_price": "float",
     "position": "float",
     **{name: "float" for name in STATE_FEATURES},
+    HISTORY_BUCKETS: "array<int>",
+    HISTORY_WEIGHTS: "array<float>",
     LABEL: "int",
     PURCHASE_LABEL: "int",
     "split": "string",  # "train" or "holdout"

@@ -11,7 +11,7 @@ under the data root (``as_of`` = the last day they include):
 * ``user_stats``: user_id, events, impressions, clicks (time-decayed), last_seen;
 * ``user_category``: user_id, category, actions (time-decayed clicks, carts, purchases);
 * ``user_item``: user_id, item_id, actions (what the user bought or clicked before: repeat
-  purchases are common in real shops).
+  purchases are common in real shops), last_action (time of the latest of them).
 
 Counts decay with a half-life of ``feature_half_life_days``, so a trend from last month
 weighs less than yesterday's; ``recent_actions`` with :data:`TREND_HALF_LIFE_DAYS`, so its
@@ -28,7 +28,9 @@ The dense features built from it (all scaled into [0, 1], names in ``core.featur
 smoothed item CTR, item popularity (all its events) and purchases (log-scaled), item trend
 (recent / all actions), item age, days since the item was last seen, smoothed user CTR, user
 activity, the user's affinity to the item's category and to the item itself (earlier
-actions on it), days since the user was last seen, and the two new-id flags.
+actions on it), days since the user was last seen, and the two new-id flags. And the
+user's history (``core.features.HISTORY_COLUMNS``): the items of their latest actions in
+``user_item``, as item buckets weighted by their share of the decayed actions.
 """
 
 from __future__ import annotations
@@ -105,7 +107,10 @@ def day_counts(clean, catalog, ds: str) -> FeatureState:
     user_category = with_category.groupBy("user_id", "category").agg(
         F.count("*").cast("double").alias("actions")
     )
-    user_item = acts.groupBy("user_id", "item_id").agg(F.count("*").cast("double").alias("actions"))
+    user_item = acts.groupBy("user_id", "item_id").agg(
+        F.count("*").cast("double").alias("actions"),
+        F.max("event_time").alias("last_action"),
+    )
     return FeatureState(ds, items, users, user_category, user_item)
 
 
@@ -154,6 +159,8 @@ def update_state(previous: FeatureState | None, today: FeatureState, half_life_d
             cols.append(F.coalesce("o.first_seen", "n.first_seen").alias("first_seen"))
         if name in ("item_stats", "user_stats"):
             cols.append(F.coalesce("n.last_seen", "o.last_seen").alias("last_seen"))
+        if name == "user_item":
+            cols.append(F.greatest("o.last_action", "n.last_action").alias("last_action"))
         # Forget what decayed to (almost) nothing, so the state does not grow without bound.
         alive = F.greatest(*[F.col(c) for c in counts], F.lit(0.0)) >= F.lit(0.01)
         out[name] = joined.select(*cols).filter(alive)
@@ -175,6 +182,8 @@ def add_state_features(df, state: FeatureState | None, ds: str, cfg):
     launch = F.to_date("launch_date") if "launch_date" in df.columns else F.lit(None).cast("date")
     if state is None:
         out = df.withColumn("_u_new", F.lit(1.0)).withColumn("_i_new", F.lit(1.0))
+        out = out.withColumn(features.HISTORY_BUCKETS, _padded(None, 0))
+        out = out.withColumn(features.HISTORY_WEIGHTS, _padded(None, 0.0))
         for name, value in features.STATE_DEFAULTS.items():
             out = out.withColumn(name, F.lit(float(value)))
         age = F.datediff(day, launch)
@@ -225,7 +234,10 @@ def add_state_features(df, state: FeatureState | None, ds: str, cfg):
         .join(users, "user_id", "left")
         .join(affinity, ["user_id", "category"], "left")
         .join(bought, ["user_id", "item_id"], "left")
+        .join(user_histories(state.user_item), "user_id", "left")
     )
+    out = out.withColumn(features.HISTORY_BUCKETS, _padded(features.HISTORY_BUCKETS, 0))
+    out = out.withColumn(features.HISTORY_WEIGHTS, _padded(features.HISTORY_WEIGHTS, 0.0))
     age = F.datediff(day, F.coalesce(launch, F.col("_i_first")))
     since = F.datediff(day, F.col("_u_last"))
     smoothed_ctr = lambda clicks, shown: (F.col(clicks) + m * prior) / (F.col(shown) + m)  # noqa: E731
@@ -249,6 +261,46 @@ def add_state_features(df, state: FeatureState | None, ds: str, cfg):
     for name, value in values.items():
         out = out.withColumn(name, F.coalesce(value, F.lit(features.STATE_DEFAULTS[name])))
     return out.drop(*[c for c in out.columns if c.startswith("_")])
+
+
+def user_histories(user_item):
+    """``user_id`` and the history columns (``core.features.history`` as Spark does it):
+    the user's :data:`core.features.HISTORY_LENGTH` items with the latest actions (then the
+    most actions, then the item id), as item buckets and shares of those items' actions. Not
+    padded (:func:`_padded`)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    latest = Window.partitionBy("user_id").orderBy(
+        F.col("last_action").desc_nulls_last(), F.col("actions").desc(), "item_id"
+    )
+    top = (
+        user_item.filter(F.col("actions") > 0)
+        .withColumn("_rank", F.row_number().over(latest))
+        .filter(F.col("_rank") <= features.HISTORY_LENGTH)
+        .withColumn("_total", F.sum("actions").over(Window.partitionBy("user_id")))
+    )
+    entry = F.struct(
+        "_rank",
+        features.spark_hash_bucket("item", "item_id").alias("bucket"),
+        (F.col("actions") / F.col("_total")).cast("float").alias("weight"),
+    )
+    ordered = F.array_sort(F.collect_list(entry))
+    return top.groupBy("user_id").agg(
+        F.transform(ordered, lambda e: e["bucket"]).alias(features.HISTORY_BUCKETS),
+        F.transform(ordered, lambda e: e["weight"]).alias(features.HISTORY_WEIGHTS),
+    )
+
+
+def _padded(column, pad):
+    """An array column (or, for None, no array) padded with ``pad`` to the history length."""
+    from pyspark.sql import functions as F
+
+    values = F.coalesce(F.col(column), F.array()) if column else F.array()
+    kind = "int" if isinstance(pad, int) else "float"
+    values = values.cast(f"array<{kind}>")
+    missing = F.array_repeat(F.lit(pad).cast(kind), features.HISTORY_LENGTH - F.size(values))
+    return F.concat(values, missing)
 
 
 def _log_scaled(count):
@@ -278,6 +330,12 @@ def read_state(spark, layout, before_ds: str) -> FeatureState | None:
         return None
     as_of = earlier[-1]
     tables = {t: spark.read.parquet(str(layout.feature_state(t, as_of))) for t in TABLES}
+    if "last_action" not in tables["user_item"].columns:  # a state written before it existed
+        from pyspark.sql import functions as F
+
+        tables["user_item"] = tables["user_item"].withColumn(
+            "last_action", F.lit(None).cast("timestamp")
+        )
     return FeatureState(as_of, **tables)
 
 

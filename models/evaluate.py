@@ -65,8 +65,7 @@ RANKING_COLUMNS = (
     "item_id",
     features.LABEL,
     "popularity",
-    *features.ID_COLUMNS,
-    *features.DENSE_FEATURES,
+    *features.MODEL_COLUMNS,
 )
 
 

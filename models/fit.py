@@ -25,7 +25,7 @@ from models import ranker
 log = logging.getLogger(__name__)
 STRATEGIES = ("skip", "light", "full", "retrain")
 # The example columns training reads (ids, dense features, label); the rest stays on disk.
-TRAIN_COLUMNS: tuple[str, ...] = (*features.ID_COLUMNS, *features.DENSE_FEATURES, features.LABEL)
+TRAIN_COLUMNS: tuple[str, ...] = (*features.MODEL_COLUMNS, features.LABEL)
 # Test-only fault injection: "<worker index>:<n>" makes that worker (0 when training in one
 # process) SIGKILL itself after n training batches, to exercise supervision and resuming.
 KILL_ENV = "FRESHRANK_TEST_KILL_AFTER_BATCHES"

@@ -32,8 +32,18 @@ def build_ranker(
     seed: int = 7,
     cross_layers: int = 2,
     table_sizes: dict[str, int] | None = None,
+    history: bool = True,
 ):
-    """Hashed-id embeddings + dense features -> DCN-v2 cross layers -> MLP -> click probability.
+    """Hashed-id embeddings, the user's history, a user.item term and dense features ->
+    DCN-v2 cross layers -> MLP -> click probability.
+
+    The user's history (``core.features.HISTORY_COLUMNS``: item buckets and weights) is
+    pooled through the *same* embedding table as the candidate item (a weighted mean, as in
+    YouTube DNN): a user with three purchases is already personalized, and a new item's row
+    learns from every user who touches it. The user side (user embedding + pooled history)
+    meets the item embedding in a dot product (two-tower interaction term), next to the
+    cross layers. All of it is Embedding/Dot/Add/Dense layers: pruning and int8 TFLite need
+    nothing custom.
 
     Args:
         embedding_dim: width of every id embedding.
@@ -41,27 +51,52 @@ def build_ranker(
         seed: initialiser seed, so two builds with the same arguments are identical.
         cross_layers: number of DCN-v2 cross layers (``x_{l+1} = x_0 * (W x_l + b) + x_l``,
             Wang et al. 2021), which learn explicit feature interactions such as user x
-            category; 0 gives a plain MLP. Built from standard Dense/Multiply/Add layers, so
-            pruning and int8 TFLite conversion need nothing custom.
+            category; 0 gives a plain MLP.
         table_sizes: rows of an id feature's embedding table, where it is not the number of
             hash buckets in ``features.ID_FEATURES`` (``benchmarks.ids`` compares tables).
+        history: False leaves the history and the user.item term out (the ablation); the
+            model still takes the history inputs, so every model is fed the same way.
     """
     k = keras()
     k.utils.set_random_seed(seed)
-    inputs, parts = {}, []
-    for name, (_, buckets) in features.ID_FEATURES.items():
-        buckets = (table_sizes or {}).get(name, buckets)
-        col = features.id_column(name)
-        inputs[col] = k.Input(shape=(1,), dtype="int32", name=col)
-        emb = k.layers.Embedding(buckets, embedding_dim, name=f"{name}_embedding")(inputs[col])
-        parts.append(k.layers.Flatten(name=f"{name}_flat")(emb))
+    length = features.HISTORY_LENGTH
+    inputs = {features.id_column(name): k.Input(shape=(1,), dtype="int32", name=features.id_column(name))
+              for name in features.ID_FEATURES}  # fmt: skip
     inputs["dense"] = k.Input(shape=(len(features.DENSE_FEATURES),), dtype="float32", name="dense")
+    for col, dtype in zip(features.HISTORY_COLUMNS, ("int32", "float32"), strict=True):
+        inputs[col] = k.Input(shape=(length,), dtype=dtype, name=col)
+    flat = {}
+    for name, (_, buckets) in features.ID_FEATURES.items():
+        table = k.layers.Embedding(
+            (table_sizes or {}).get(name, buckets), embedding_dim, name=f"{name}_embedding"
+        )
+        ids = inputs[features.id_column(name)]
+        if name != "item":
+            flat[name] = k.layers.Flatten(name=f"{name}_flat")(table(ids))
+            continue
+        # One lookup of the candidate and the history items (one table in the int8 model,
+        # not a copy per lookup): row 0 is the candidate, rows 1.. the history.
+        both = k.layers.Concatenate(name="item_and_history")([ids, inputs[features.HISTORY_BUCKETS]])
+        rows = table(both)
+        flat[name] = k.layers.Flatten(name="item_flat")(
+            k.layers.Cropping1D((0, length), name="item_row")(rows)
+        )
+        seen = k.layers.Cropping1D((1, 0), name="history_rows")(rows)
+    parts = list(flat.values())
     # Dense features live on small, different scales (position is 0.02-0.2): centre them.
     # epsilon=1 bounds the scaling at 1x: a feature that was constant in training (the state
     # features on a first day, when every id is new) must not be amplified ~30x the day it
     # starts to vary.
     dense = k.layers.BatchNormalization(epsilon=1.0, name="dense_norm")(inputs["dense"])
     parts.append(dense)
+    if history:
+        # sum_j weight_j * embedding_j: the weights sum to 1 (0 for padding and new users).
+        pooled = k.layers.Dot(axes=(1, 1), name="history_pool")(
+            [inputs[features.HISTORY_WEIGHTS], seen]
+        )
+        user_side = k.layers.Add(name="user_side")([flat["user"], pooled])
+        match = k.layers.Dot(axes=1, name="user_item_dot")([user_side, flat["item"]])
+        parts += [pooled, match]
     x0 = x = k.layers.Concatenate(name="concat")(parts)
     width = x0.shape[-1]
     for i in range(cross_layers):
@@ -174,9 +209,14 @@ def read_examples(paths, split: str | None = None, fraction: float = 1.0, seed: 
 
 
 def to_inputs(df) -> dict[str, np.ndarray]:
-    """Model inputs of an examples frame: ``(N, 1)`` int32 ids and an ``(N, D)`` float block."""
+    """Model inputs of an examples frame: ``(N, 1)`` int32 ids, an ``(N, D)`` float block and
+    the ``(N, HISTORY_LENGTH)`` history buckets (int32) and weights (float32)."""
     inputs = {c: df[c].to_numpy(np.int32).reshape(-1, 1) for c in features.ID_COLUMNS}
     inputs["dense"] = df[list(features.DENSE_FEATURES)].to_numpy(np.float32)
+    for col, dtype in zip(features.HISTORY_COLUMNS, (np.int32, np.float32), strict=True):
+        values = df[col].to_numpy()
+        shape = (len(values), features.HISTORY_LENGTH)
+        inputs[col] = np.stack(values).astype(dtype) if len(values) else np.zeros(shape, dtype)
     return inputs
 
 
@@ -185,6 +225,10 @@ def labels(df) -> np.ndarray:
 
 
 # --- TFLite -----------------------------------------------------------------------------
+# Inputs added after the first models were registered: a champion without them still scores
+# (the scorer feeds it the inputs it has), and the strategy retrains it (``current``).
+OPTIONAL_INPUTS: tuple[str, ...] = features.HISTORY_COLUMNS
+
 class TFLiteScorer:
     """Scores model inputs with a TFLite model, batch by batch (one thread by default)."""
 
@@ -199,16 +243,22 @@ class TFLiteScorer:
             for col in features.MODEL_INPUTS:
                 if detail["name"].endswith(f"_{col}:0") or detail["name"] == col:
                     self._by_input[col] = detail
-        missing = set(features.MODEL_INPUTS) - set(self._by_input)
+        missing = set(features.MODEL_INPUTS) - set(self._by_input) - set(OPTIONAL_INPUTS)
         if missing:
             raise ValueError(f"{self.path}: TFLite model lacks inputs {sorted(missing)}")
         self._batch = None
 
+    @property
+    def current(self) -> bool:
+        """Whether the model takes every input of this version (else it was trained before
+        one was added: it still scores, but cannot be warm-started)."""
+        return set(self._by_input) == set(features.MODEL_INPUTS)
+
     def _resize(self, n: int) -> None:
         if self._batch == n:
             return
-        for col, detail in self._by_input.items():
-            width = len(features.DENSE_FEATURES) if col == "dense" else 1
+        for detail in self._by_input.values():
+            width = int(detail["shape"][-1])
             self.interpreter.resize_tensor_input(detail["index"], [n, width])
         self.interpreter.allocate_tensors()
         self._batch = n

@@ -8,7 +8,9 @@ match wins:
 1. fewer than ``[gate] min_ranking_cases`` recent held-out ranking cases (``[gate]
    ranking_window_days``) -> ``skip`` (too small to evaluate: whatever it trained could
    not pass the gate, so nothing is trained);
-2. no champion yet -> ``retrain`` (first training);
+2. no champion yet, or a champion without every input of this version's model (trained
+   before a feature was added) -> ``retrain`` (first training; a warm start needs the same
+   inputs);
 3. fewer than ``skip_below_examples`` training rows -> ``skip`` (nothing worth learning);
 4. the champion ranks the recent cases below ``retrain_below_popularity`` x the popularity
    ranking's score (the gate's ``ranking_metric``) -> ``retrain`` (the model collapsed on
@@ -23,6 +25,7 @@ from __future__ import annotations
 from core.settings import StrategySettings
 
 STRATEGIES = ("skip", "light", "full", "retrain")
+OLD = "the champion lacks inputs this version's model takes (trained before they were added)"
 
 
 def choose_strategy(
@@ -34,23 +37,29 @@ def choose_strategy(
     cfg: StrategySettings,
     min_ranking_cases: int,
     override: str | None = None,
+    champion_current: bool = True,
 ) -> tuple[str, list[str]]:
     """Return ``(strategy, reasons)``.
 
     ``ranking_today`` is the champion's and popularity's score on today's ranking cases,
     ``{"metric": "ndcg@10", "champion": ..., "popularity": ..., "cases": ...}``, or None
-    (no champion, or not measured).
+    (no champion, or not measured). ``champion_current``: whether the champion takes every
+    input of this version's model.
     """
     if override:
         if override not in STRATEGIES:
             raise ValueError(f"unknown strategy override {override!r}")
         if override in ("light", "full") and not has_champion:
             return "retrain", [f"override {override} needs a champion; none exists, retraining"]
+        if override in ("light", "full") and not champion_current:
+            return "retrain", [f"override {override} needs a champion of this version: {OLD}"]
         return override, [f"override requested: {override}"]
     if ranking_cases < min_ranking_cases:
         return "skip", [f"too small to evaluate: {ranking_cases} cases < {min_ranking_cases}"]
     if not has_champion:
         return "retrain", ["no champion yet: first training from scratch"]
+    if not champion_current:
+        return "retrain", [f"{OLD}: training from scratch"]
     if train_examples < cfg.skip_below_examples:
         return "skip", [f"{train_examples} training rows < {cfg.skip_below_examples}"]
     if _collapsed(ranking_today, cfg):

@@ -114,6 +114,7 @@ def choose_strategy(ds: str, settings: Settings, override: str | None = None) ->
     from core.features import LABEL
     from models.evaluate import champion_ranking_on, read_ranking_cases
     from models.metrics import RANKING_METRICS
+    from models.ranker import TFLiteScorer
     from models.registry import fetch_champion
     from models.strategy import choose_strategy as policy
 
@@ -141,6 +142,7 @@ def choose_strategy(ds: str, settings: Settings, override: str | None = None) ->
         cfg=settings.strategy,
         min_ranking_cases=gate.min_ranking_cases,
         override=override,
+        champion_current=not champion or TFLiteScorer(champion["int8_tflite"]).current,
     )
     log.info("strategy %s: %s (%s)", ds, strategy, "; ".join(reasons))
     decision = StrategyDecision(

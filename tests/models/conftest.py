@@ -25,15 +25,16 @@ def make_examples(n: int, seed: int, items=range(200), users=range(300)) -> pd.D
     price = np.exp(rng.normal(3, 0.5, n))
     logit = -2.0 + item_effect[item] + user_effect[user] - 0.3 * np.log(position)
     click = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int32)
-    df = _rows([f"r{seed}_{k // 10}" for k in range(n)], user, item, price, position)
+    df = _rows([f"r{seed}_{k // 10}" for k in range(n)], user, item, price, position, items)
     df[features.LABEL] = click
     df[features.PURCHASE_LABEL] = click * (rng.random(n) < 0.2)
     df["split"] = np.where(rng.random(n) < 0.2, "holdout", "train")
     return df[list(features.EXAMPLE_SCHEMA)]
 
 
-def _rows(request_ids, user, item, price, position) -> pd.DataFrame:
-    """Example columns of (user, item) rows, hashed and scaled as jobs.preprocess does."""
+def _rows(request_ids, user, item, price, position, pool) -> pd.DataFrame:
+    """Example columns of (user, item) rows, hashed and scaled as jobs.preprocess does; each
+    user's history is three items of ``pool``, the same on every day."""
     df = pd.DataFrame(
         {
             "request_id": request_ids,
@@ -51,6 +52,13 @@ def _rows(request_ids, user, item, price, position) -> pd.DataFrame:
     df["position"] = (np.asarray(position) / features.MAX_POSITION).astype(np.float32)
     for name, value in features.STATE_DEFAULTS.items():  # as if every id were new
         df[name] = np.float32(value)
+    pool = np.asarray(list(pool))
+    histories = {
+        u: features.history([(f"i{pool[(7 * int(u[1:]) + j) % len(pool)]}", 1.0) for j in range(3)])
+        for u in df["user_id"].unique()
+    }
+    for k, col in enumerate(features.HISTORY_COLUMNS):
+        df[col] = [histories[u][k] for u in df["user_id"]]
     return df
 
 
@@ -77,7 +85,7 @@ def make_ranking_cases(
     label[np.arange(n_cases), target] = 1
     n = n_cases * candidates
     ids = np.repeat([f"case{seed}_{c}" for c in range(n_cases)], candidates)
-    df = _rows(ids, user.ravel(), item.ravel(), np.exp(rng.normal(3, 0.5, n)), np.ones(n))
+    df = _rows(ids, user.ravel(), item.ravel(), np.exp(rng.normal(3, 0.5, n)), np.ones(n), items)
     df[features.LABEL] = label.ravel()
     df[features.PURCHASE_LABEL] = 0
     df["split"] = "holdout"

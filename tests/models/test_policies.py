@@ -100,6 +100,16 @@ def test_strategy_override_and_reasons():
     assert "category" in reasons[0]
 
 
+def test_a_champion_of_an_older_model_version_is_retrained_not_warm_started():
+    args = (10_000, 500, True, _ranking(0.3), None, S, MIN_CASES)
+    strategy, reasons = choose_strategy(*args, champion_current=False)
+    assert strategy == "retrain" and "lacks inputs" in reasons[0]
+    strategy, _ = choose_strategy(*args, override="full", champion_current=False)
+    assert strategy == "retrain"
+    assert choose_strategy(*args, override="skip", champion_current=False)[0] == "skip"
+    assert choose_strategy(*args)[0] == "full"
+
+
 G = dataclasses.replace(
     defaults().gate,
     min_auc=0.6,
