@@ -76,7 +76,7 @@ def synthetic_examples(n: int, seed: int, n_users: int = 3000, n_items: int = 20
     for name in features.DENSE_FEATURES:
         if name not in df:
             df[name] = np.float32(defaults.get(name, 0.0))
-    for col, empty in getattr(features, "EMPTY_HISTORY", {}).items():  # as for new users
+    for col, empty in getattr(features, "EMPTY_ARRAYS", {}).items():  # as for new users
         df[col] = [empty] * n
     df[features.LABEL] = click
     df[features.PURCHASE_LABEL] = click * (rng.random(n) < 0.2)

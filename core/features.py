@@ -57,10 +57,15 @@ HISTORY_LENGTH = 10
 HISTORY_BUCKETS = "history_buckets"
 HISTORY_WEIGHTS = "history_weights"
 HISTORY_COLUMNS: tuple[str, ...] = (HISTORY_BUCKETS, HISTORY_WEIGHTS)
-EMPTY_HISTORY: dict[str, list] = {
-    HISTORY_BUCKETS: [0] * HISTORY_LENGTH,
-    HISTORY_WEIGHTS: [0.0] * HISTORY_LENGTH,
-}
+# Text: the first distinct words of the item's title and of the query (normalized as the
+# query is, split on its separators), hashed into one shared word table (bucket 0 pads), so
+# an item launched today starts from its title's words and a query meets a title in the
+# model (a query.title match term).
+WORD_BUCKETS = 1 << 14
+TITLE_TOKENS = "title_tokens"
+QUERY_TOKENS = "query_tokens"
+TEXT_LENGTHS: dict[str, int] = {TITLE_TOKENS: 8, QUERY_TOKENS: 4}
+TEXT_SOURCES: dict[str, str] = {TITLE_TOKENS: "title", QUERY_TOKENS: "query"}
 MAX_POSITION = 50
 LABEL = "label_click"
 PURCHASE_LABEL = "label_purchase"
@@ -73,9 +78,19 @@ def id_column(name: str) -> str:
 
 
 ID_COLUMNS: tuple[str, ...] = tuple(id_column(n) for n in ID_FEATURES)
-MODEL_INPUTS: tuple[str, ...] = (*ID_COLUMNS, "dense", *HISTORY_COLUMNS)
+MODEL_INPUTS: tuple[str, ...] = (*ID_COLUMNS, "dense", *HISTORY_COLUMNS, *TEXT_LENGTHS)
 # The example columns a model reads (model inputs are built from them by models.ranker).
-MODEL_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, *DENSE_FEATURES, *HISTORY_COLUMNS)
+MODEL_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, *DENSE_FEATURES, *HISTORY_COLUMNS, *TEXT_LENGTHS)
+# Width of each array input (the others are one value per row, "dense" is DENSE_FEATURES).
+ARRAY_WIDTHS: dict[str, int] = {
+    HISTORY_BUCKETS: HISTORY_LENGTH,
+    HISTORY_WEIGHTS: HISTORY_LENGTH,
+    **TEXT_LENGTHS,
+}
+# Their values for a new user, an item without a title, a request without a query.
+EMPTY_ARRAYS: dict[str, list] = {
+    col: [0.0 if col == HISTORY_WEIGHTS else 0] * width for col, width in ARRAY_WIDTHS.items()
+}
 
 
 def _spark_col(column):
@@ -132,6 +147,32 @@ def _spark_query_text(column):
     from pyspark.sql import functions as F
 
     return F.lower(F.trim(F.regexp_replace(_spark_col(column), QUERY_SEPARATORS, " ")))
+
+
+def tokens(column: str, text: str | None) -> list[int]:
+    """Word buckets of ``text`` for the array ``column`` (:data:`TEXT_LENGTHS`): its first
+    distinct words (after :func:`normalize_query`), hashed, padded with 0."""
+    words = list(dict.fromkeys((normalize_query(text) or "").split(" ")))
+    buckets = [_word_bucket(w) for w in words if w][: TEXT_LENGTHS[column]]
+    return buckets + [0] * (TEXT_LENGTHS[column] - len(buckets))
+
+
+def _word_bucket(word: str) -> int:
+    return 1 + xxh64(f"word:{word}".encode()) % (WORD_BUCKETS - 1)
+
+
+def spark_tokens(column: str, source):
+    """:func:`tokens` as a Spark column expression of the text column ``source``."""
+    from pyspark.sql import functions as F
+
+    words = F.array_distinct(F.split(_spark_query_text(_spark_col(source)), " "))
+    hashed = F.transform(
+        F.filter(words, lambda w: w != ""),
+        lambda w: F.pmod(F.xxhash64(F.concat(F.lit("word:"), w)), F.lit(WORD_BUCKETS - 1)) + 1,
+    )
+    width = TEXT_LENGTHS[column]
+    kept = F.slice(F.coalesce(hashed, F.array().cast("array<bigint>")), 1, width).cast("array<int>")
+    return F.concat(kept, F.array_repeat(F.lit(0), width - F.size(kept)))
 
 
 # --- dense features ---------------------------------------------------------------------
@@ -220,8 +261,10 @@ def feature_row(raw: dict) -> dict:
     for name, default in STATE_DEFAULTS.items():
         value = raw.get(name)
         row[name] = default if value is None or value != value else float(value)
-    for name, empty in EMPTY_HISTORY.items():
-        value = raw.get(name)
+    for column, source in TEXT_SOURCES.items():
+        row[column] = tokens(column, raw.get(source))
+    for name in HISTORY_COLUMNS:
+        value, empty = raw.get(name), EMPTY_ARRAYS[name]
         row[name] = list(empty if value is None else value)
         if len(row[name]) != HISTORY_LENGTH:
             raise ValueError(f"{name}: {len(row[name])} values, expected {HISTORY_LENGTH}")
@@ -241,6 +284,7 @@ EXAMPLE_SCHEMA: dict[str, str] = {
     **{name: "float" for name in STATE_FEATURES},
     HISTORY_BUCKETS: "array<int>",
     HISTORY_WEIGHTS: "array<float>",
+    **{column: "array<int>" for column in TEXT_LENGTHS},
     LABEL: "int",
     PURCHASE_LABEL: "int",
     "split": "string",  # "train" or "holdout"

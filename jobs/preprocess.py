@@ -509,7 +509,12 @@ def build_examples(labelled, item_state, cfg: PreprocessSettings, ds: str, featu
     from jobs.feature_state import add_state_features
 
     catalog = item_state.select(
-        "item_id", "category", "brand", "launch_date", F.col("price").alias("catalog_price")
+        "item_id",
+        "title",
+        "category",
+        "brand",
+        "launch_date",
+        F.col("price").alias("catalog_price"),
     )
     df = labelled.join(catalog, "item_id", "left")
     df = add_state_features(df, feature_state, ds, cfg)
@@ -517,6 +522,8 @@ def build_examples(labelled, item_state, cfg: PreprocessSettings, ds: str, featu
     df = df.withColumn("price", price)
     for name, (source, _) in features.ID_FEATURES.items():
         df = df.withColumn(features.id_column(name), features.spark_hash_bucket(name, source))
+    for column, source in features.TEXT_SOURCES.items():
+        df = df.withColumn(column, features.spark_tokens(column, source))
     holdout = holdout_flag("request_id", cfg.holdout_fraction)
     df = (
         df.withColumn("log_price", features.spark_log_price("price"))

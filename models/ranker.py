@@ -33,9 +33,14 @@ def build_ranker(
     cross_layers: int = 2,
     table_sizes: dict[str, int] | None = None,
     history: bool = True,
+    text: bool = True,
 ):
     """Hashed-id embeddings, the user's history, a user.item term and dense features ->
     DCN-v2 cross layers -> MLP -> click probability.
+
+    Text: the words of the item's title and of the query share one embedding table; the
+    title's mean joins the item side (a new item starts from its words), and a query.title
+    dot product is the search-relevance term.
 
     The user's history (``core.features.HISTORY_COLUMNS``: item buckets and weights) is
     pooled through the *same* embedding table as the candidate item (a weighted mean, as in
@@ -56,15 +61,16 @@ def build_ranker(
             hash buckets in ``features.ID_FEATURES`` (``benchmarks.ids`` compares tables).
         history: False leaves the history and the user.item term out (the ablation); the
             model still takes the history inputs, so every model is fed the same way.
+        text: False leaves the title and query words out (the ablation; inputs stay).
     """
     k = keras()
     k.utils.set_random_seed(seed)
     length = features.HISTORY_LENGTH
-    inputs = {features.id_column(name): k.Input(shape=(1,), dtype="int32", name=features.id_column(name))
-              for name in features.ID_FEATURES}  # fmt: skip
+    inputs = {col: k.Input(shape=(1,), dtype="int32", name=col) for col in features.ID_COLUMNS}
     inputs["dense"] = k.Input(shape=(len(features.DENSE_FEATURES),), dtype="float32", name="dense")
-    for col, dtype in zip(features.HISTORY_COLUMNS, ("int32", "float32"), strict=True):
-        inputs[col] = k.Input(shape=(length,), dtype=dtype, name=col)
+    for col, width in features.ARRAY_WIDTHS.items():
+        dtype = "float32" if col == features.HISTORY_WEIGHTS else "int32"
+        inputs[col] = k.Input(shape=(width,), dtype=dtype, name=col)
     flat = {}
     for name, (_, buckets) in features.ID_FEATURES.items():
         table = k.layers.Embedding(
@@ -76,13 +82,31 @@ def build_ranker(
             continue
         # One lookup of the candidate and the history items (one table in the int8 model,
         # not a copy per lookup): row 0 is the candidate, rows 1.. the history.
-        both = k.layers.Concatenate(name="item_and_history")([ids, inputs[features.HISTORY_BUCKETS]])
+        both = k.layers.Concatenate(name="item_and_history")(
+            [ids, inputs[features.HISTORY_BUCKETS]]
+        )
         rows = table(both)
         flat[name] = k.layers.Flatten(name="item_flat")(
             k.layers.Cropping1D((0, length), name="item_row")(rows)
         )
         seen = k.layers.Cropping1D((1, 0), name="history_rows")(rows)
     parts = list(flat.values())
+    item_side = flat["item"]
+    if text:
+        # Bags of words: the mean over the slots, padding rows held at zero (sum / slots).
+        words = k.layers.Embedding(
+            features.WORD_BUCKETS,
+            embedding_dim,
+            embeddings_constraint=zero_padding_row_class()(),
+            name="word_embedding",
+        )
+        title, query = (
+            k.layers.GlobalAveragePooling1D(name=f"{col}_mean")(words(inputs[col]))
+            for col in (features.TITLE_TOKENS, features.QUERY_TOKENS)
+        )
+        item_side = k.layers.Add(name="item_side")([item_side, title])
+        query_title = interaction(k, query, title, "query_title")
+        parts += [title, query, query_title]
     # Dense features live on small, different scales (position is 0.02-0.2): centre them.
     # epsilon=1 bounds the scaling at 1x: a feature that was constant in training (the state
     # features on a first day, when every id is new) must not be amplified ~30x the day it
@@ -90,12 +114,18 @@ def build_ranker(
     dense = k.layers.BatchNormalization(epsilon=1.0, name="dense_norm")(inputs["dense"])
     parts.append(dense)
     if history:
-        # sum_j weight_j * embedding_j: the weights sum to 1 (0 for padding and new users).
-        pooled = k.layers.Dot(axes=(1, 1), name="history_pool")(
-            [inputs[features.HISTORY_WEIGHTS], seen]
+        # sum_j weight_j * embedding_j (the weights sum to 1; 0 for padding and new users),
+        # as a broadcast product and a mean over the slots: int8 kernels keep these exact,
+        # where a batched matmul loses a quarter of the pooled vector's range.
+        weights = k.layers.Reshape((length, 1), name="history_weight_slots")(
+            inputs[features.HISTORY_WEIGHTS]
         )
+        weighted = k.layers.Multiply(name="history_weighted")([seen, weights])
+        # (the mean is the weighted mean / length: a learned projection takes the scale)
+        mean = k.layers.GlobalAveragePooling1D(name="history_mean")(weighted)
+        pooled = k.layers.Dense(embedding_dim, use_bias=False, name="history_pool")(mean)
         user_side = k.layers.Add(name="user_side")([flat["user"], pooled])
-        match = k.layers.Dot(axes=1, name="user_item_dot")([user_side, flat["item"]])
+        match = interaction(k, user_side, item_side, "user_item")
         parts += [pooled, match]
     x0 = x = k.layers.Concatenate(name="concat")(parts)
     width = x0.shape[-1]
@@ -107,7 +137,11 @@ def build_ranker(
     for i, units in enumerate(hidden_units):
         x = k.layers.Dense(units, activation="relu", name=f"mlp_{i}")(x)
     out = k.layers.Dense(1, activation="sigmoid", name="click")(x)
-    return k.Model(inputs=inputs, outputs=out, name="ranker")
+    model = k.Model(inputs=inputs, outputs=out, name="ranker")
+    if text:
+        table = model.get_layer("word_embedding")
+        table.set_weights([table.embeddings_constraint(table.embeddings).numpy()])
+    return model
 
 
 def compile_ranker(model, learning_rate: float | None = None, optimizer=None):
@@ -140,8 +174,33 @@ def with_lazy_adam(model):
     return compile_ranker(model, optimizer=lazy)
 
 
+def interaction(k, a, b, name: str):
+    """The elementwise product of two towers' vectors (the terms of their dot product, which
+    the layers above sum as they need), normalized: the concatenation that takes it is
+    quantized with one int8 scale, which products of small embeddings would fall under."""
+    product = k.layers.Multiply(name=f"{name}_product")([a, b])
+    return k.layers.BatchNormalization(name=f"{name}_norm")(product)
+
+
+@functools.cache
+def zero_padding_row_class():
+    """Embedding constraint: row 0 (padding) stays zero, so a bag of words padded with 0 has
+    the embedding sum of its words (registered, so a saved model loads with it)."""
+    import tensorflow as tf
+
+    k = keras()
+
+    @k.saving.register_keras_serializable(package="freshrank")
+    class ZeroPaddingRow(k.constraints.Constraint):
+        def __call__(self, w):
+            return tf.concat([tf.zeros_like(w[:1]), w[1:]], axis=0)
+
+    return ZeroPaddingRow
+
+
 def load_ranker(path: str | Path):
     lazy_adam_class()  # registered, so a saved model's optimizer loads with it
+    zero_padding_row_class()
     return keras().models.load_model(str(path))
 
 
@@ -213,10 +272,10 @@ def to_inputs(df) -> dict[str, np.ndarray]:
     the ``(N, HISTORY_LENGTH)`` history buckets (int32) and weights (float32)."""
     inputs = {c: df[c].to_numpy(np.int32).reshape(-1, 1) for c in features.ID_COLUMNS}
     inputs["dense"] = df[list(features.DENSE_FEATURES)].to_numpy(np.float32)
-    for col, dtype in zip(features.HISTORY_COLUMNS, (np.int32, np.float32), strict=True):
+    for col, width in features.ARRAY_WIDTHS.items():
+        dtype = np.float32 if col == features.HISTORY_WEIGHTS else np.int32
         values = df[col].to_numpy()
-        shape = (len(values), features.HISTORY_LENGTH)
-        inputs[col] = np.stack(values).astype(dtype) if len(values) else np.zeros(shape, dtype)
+        inputs[col] = np.stack(values).astype(dtype) if len(values) else np.zeros((0, width), dtype)
     return inputs
 
 
@@ -227,7 +286,8 @@ def labels(df) -> np.ndarray:
 # --- TFLite -----------------------------------------------------------------------------
 # Inputs added after the first models were registered: a champion without them still scores
 # (the scorer feeds it the inputs it has), and the strategy retrains it (``current``).
-OPTIONAL_INPUTS: tuple[str, ...] = features.HISTORY_COLUMNS
+OPTIONAL_INPUTS: tuple[str, ...] = tuple(features.ARRAY_WIDTHS)
+
 
 class TFLiteScorer:
     """Scores model inputs with a TFLite model, batch by batch (one thread by default)."""

@@ -4,7 +4,7 @@
 candidate rows. Rows may be raw (``user_id, item_id, category, brand, query, price`` and
 optionally ``position``; ids are hashed exactly as in training by ``core.features``) or
 already hashed (the ``*_bucket`` columns plus the dense features). State features
-(``core.features.STATE_FEATURES``) and the user's history (``HISTORY_COLUMNS``) absent from the
+(``core.features.STATE_FEATURES``) and the arrays (``ARRAY_WIDTHS``: history, words) absent from the
 rows get a new id's values. Returns one
 click probability per row. The same model is what ``mlflow models serve`` answers with.
 """
@@ -28,7 +28,7 @@ def frame_to_inputs(df) -> dict[str, np.ndarray]:
     missing = [c for c in features.DENSE_FEATURES if c not in df.columns]
     if missing:
         df = df.assign(**{c: features.STATE_DEFAULTS.get(c, 0.0) for c in missing})
-    for col, empty in features.EMPTY_HISTORY.items():
+    for col, empty in features.EMPTY_ARRAYS.items():
         if col not in df.columns:
             df = df.assign(**{col: [empty] * len(df)})
     return to_inputs(df)

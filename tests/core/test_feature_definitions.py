@@ -70,6 +70,8 @@ def _spark_features(spark, rows):
         "i",
         *(features.spark_hash_bucket(n, s).alias(n) for n, (s, _) in features.ID_FEATURES.items()),
         features.spark_normalize_query("query").alias("normalized"),
+        features.spark_tokens(features.TITLE_TOKENS, "query").alias("title_words"),
+        features.spark_tokens(features.QUERY_TOKENS, "category").alias("query_words"),
         features.spark_log_price("price").alias("log_price"),
         features.spark_position_feature("position").alias("position"),
     ).collect()
@@ -88,6 +90,10 @@ def test_spark_expressions_equal_python_functions(spark, rows):
         for name, (source, _) in features.ID_FEATURES.items():
             assert out[name] == features.hash_bucket(name, raw[source]), (name, raw[source])
         assert out.normalized == features.normalize_query(raw["query"]), raw["query"]
+        title_words = features.tokens(features.TITLE_TOKENS, raw["query"])
+        assert list(out.title_words) == title_words, raw["query"]
+        query_words = features.tokens(features.QUERY_TOKENS, raw["category"])
+        assert list(out.query_words) == query_words, raw["category"]
         # Java's log1p (fdlibm) and C's may differ in the last bit of a double; examples hold
         # float32 (EXAMPLE_SCHEMA), where they agree.
         expected = np.float32(features.log_price(raw["price"]))
@@ -104,6 +110,7 @@ def test_query_rule_agrees_on_every_code_point(spark):
     rows = df.select(
         "i",
         features.spark_normalize_query("query").alias("normalized"),
+        features.spark_tokens(features.TITLE_TOKENS, "query").alias("title_words"),
         features.spark_hash_bucket("query", "query").alias("bucket"),
     ).collect()
     assert len(rows) == len(chunks)
@@ -111,6 +118,8 @@ def test_query_rule_agrees_on_every_code_point(spark):
         chunk = chunks[row.i]
         assert row.normalized == features.normalize_query(chunk), hex(ord(chunk[0]))
         assert row.bucket == features.hash_bucket("query", chunk), hex(ord(chunk[0]))
+        words = features.tokens(features.TITLE_TOKENS, chunk)
+        assert list(row.title_words) == words, hex(ord(chunk[0]))
 
 
 def test_separators_are_what_str_split_splits_on():
@@ -121,6 +130,17 @@ def test_separators_are_what_str_split_splits_on():
     assert features.normalize_query(" Red\xa0\u2007Shoes\t") == "red shoes"
     assert features.normalize_query("\xa0\u3000") is None
     assert features.normalize_query("ΟΔΟΣ İ") == "οδος i\u0307"
+
+
+def test_tokens_are_the_first_distinct_words_hashed_and_padded():
+    title = features.tokens(features.TITLE_TOKENS, "WHITE  Hanging HEART t-light white heart")
+    words = ["white", "hanging", "heart", "t-light"]
+    assert title == [features.tokens(features.TITLE_TOKENS, w)[0] for w in words] + [0] * 4
+    assert len(set(title[:4])) == 4 and all(title[:4])
+    long = features.tokens(features.QUERY_TOKENS, "a b c d e f")
+    assert long == features.tokens(features.QUERY_TOKENS, "A B C D")  # the first four
+    assert features.tokens(features.QUERY_TOKENS, None) == [0, 0, 0, 0]
+    assert features.tokens(features.QUERY_TOKENS, " \t") == [0, 0, 0, 0]
 
 
 def test_dense_features_edge_values():

@@ -61,7 +61,9 @@ def test_history_keeps_the_latest_items_weighted_by_their_share_of_actions():
     assert sum(weights) == pytest.approx(1.0)
     buckets, weights = features.history([("i1", 2.0)])
     assert buckets[1:] == [0] * 9 and weights == [1.0] + [0.0] * 9
-    row = features.feature_row({"item_id": "i1", "history_buckets": buckets, "history_weights": weights})
+    row = features.feature_row(
+        {"item_id": "i1", "history_buckets": buckets, "history_weights": weights}
+    )
     assert row[features.HISTORY_BUCKETS] == buckets
     with pytest.raises(ValueError, match="history_weights: 2 values, expected 10"):
         features.feature_row({"item_id": "i1", "history_weights": [0.5, 0.5]})

@@ -10,7 +10,13 @@ import pytest
 
 from core import features
 from core.layout import Layout
-from jobs.feature_state import TABLES, add_state_features, decay_factor, read_state
+from jobs.feature_state import (
+    TABLES,
+    add_state_features,
+    decay_factor,
+    read_state,
+    user_histories,
+)
 from jobs.preprocess import preprocess_day
 
 from .test_preprocess import ITEMS, deliver, ev
@@ -114,6 +120,35 @@ def test_examples_only_see_features_from_before_their_day(three_days):
     assert 0 < d3.loc[("u0", "i1"), "item_recency"] < 1
     for name in features.STATE_FEATURES:
         assert d3[name].between(0, 1).all(), name
+
+    # History: the items the user acted on before the day; day 3's own clicks are not in it.
+    empty = features.EMPTY_ARRAYS
+    for df in (d1, d2):  # day 1 had impressions only: no actions, no history
+        assert all(list(h) == empty[features.HISTORY_BUCKETS] for h in df[features.HISTORY_BUCKETS])
+    i1 = features.hash_bucket("item", "i1")
+    assert list(d3.loc[("u0", "i1"), features.HISTORY_BUCKETS]) == [i1] + [0] * 9
+    assert list(d3.loc[("u0", "i2"), features.HISTORY_WEIGHTS]) == [1.0] + [0.0] * 9
+    assert (
+        list(d3.loc[("u_new", "i1"), features.HISTORY_WEIGHTS]) == empty[features.HISTORY_WEIGHTS]
+    )
+
+
+def test_history_is_the_latest_items_as_python_builds_it(spark):
+    rows = [
+        ("u1", f"i{k}", float(1 + k % 3), f"2026-11-{10 + k // 2:02d} 10:00:00") for k in range(13)
+    ]
+    rows += [("u1", "old", 5.0, None), ("u2", "i1", 2.0, "2026-11-01 08:00:00")]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "actions", "last_action"])
+    frame["last_action"] = pd.to_datetime(frame["last_action"])
+    got = user_histories(spark.createDataFrame(frame)).toPandas().set_index("user_id")
+    for user, mine in frame.groupby("user_id"):
+        mine = mine.assign(late=mine["last_action"].fillna(pd.Timestamp.min))
+        latest = mine.sort_values(["late", "actions", "item_id"], ascending=[False, False, True])
+        buckets, weights = features.history(zip(latest["item_id"], latest["actions"], strict=True))
+        n = sum(1 for b in buckets if b)
+        assert list(got.loc[user, features.HISTORY_BUCKETS]) == buckets[:n]
+        assert list(got.loc[user, features.HISTORY_WEIGHTS]) == pytest.approx(weights[:n])
+    assert len(got.loc["u1", features.HISTORY_BUCKETS]) == features.HISTORY_LENGTH
 
 
 def test_a_state_from_the_same_day_is_refused(spark, three_days):

@@ -59,6 +59,9 @@ def _rows(request_ids, user, item, price, position, pool) -> pd.DataFrame:
     }
     for k, col in enumerate(features.HISTORY_COLUMNS):
         df[col] = [histories[u][k] for u in df["user_id"]]
+    titles = [f"shade {int(i[1:]) % 13} kind {int(i[1:]) % 5}" for i in df["item_id"]]
+    df[features.TITLE_TOKENS] = [features.tokens(features.TITLE_TOKENS, t) for t in titles]
+    df[features.QUERY_TOKENS] = [features.tokens(features.QUERY_TOKENS, q) for q in df["category"]]
     return df
 
 
