@@ -306,3 +306,18 @@ def test_constant_inputs_are_named(spark):
     constant = constant_inputs(spark.createDataFrame(df))
     assert "position" in constant and "item_ctr" in constant  # make_examples: all-default state
     assert "log_price" not in constant and "item_bucket" not in constant
+
+
+def test_the_examples_suite_expects_exactly_the_example_columns():
+    import json
+
+    from core import features
+    from jobs.validate import SUITES_DIR
+
+    suite = json.loads((SUITES_DIR / "examples.json").read_text())
+    (columns,) = [
+        e["kwargs"]["column_set"]
+        for e in suite["expectations"]
+        if e["type"] == "expect_table_columns_to_match_set"
+    ]
+    assert columns == list(features.EXAMPLE_SCHEMA)
