@@ -87,10 +87,29 @@ ARRAY_WIDTHS: dict[str, int] = {
     HISTORY_WEIGHTS: HISTORY_LENGTH,
     **TEXT_LENGTHS,
 }
+
+
+def array_dtype(column: str) -> str:
+    """Element type of an array input: the history weights are floats, the rest buckets."""
+    return "float32" if column == HISTORY_WEIGHTS else "int32"
+
+
 # Their values for a new user, an item without a title, a request without a query.
 EMPTY_ARRAYS: dict[str, list] = {
-    col: [0.0 if col == HISTORY_WEIGHTS else 0] * width for col, width in ARRAY_WIDTHS.items()
+    col: [0.0 if array_dtype(col) == "float32" else 0] * width
+    for col, width in ARRAY_WIDTHS.items()
 }
+
+
+def spark_padded(values, column: str):
+    """The Spark array ``values`` (null: empty) as array input ``column``: cast to its
+    element type and padded with 0 to its width (:data:`ARRAY_WIDTHS`)."""
+    from pyspark.sql import functions as F
+
+    kind = "float" if array_dtype(column) == "float32" else "int"
+    values = F.coalesce(values, F.array()).cast(f"array<{kind}>")
+    pad = F.array_repeat(F.lit(0).cast(kind), ARRAY_WIDTHS[column] - F.size(values))
+    return F.concat(values, pad)
 
 
 def _spark_col(column):
@@ -170,9 +189,7 @@ def spark_tokens(column: str, source):
         F.filter(words, lambda w: w != ""),
         lambda w: F.pmod(F.xxhash64(F.concat(F.lit("word:"), w)), F.lit(WORD_BUCKETS - 1)) + 1,
     )
-    width = TEXT_LENGTHS[column]
-    kept = F.slice(F.coalesce(hashed, F.array().cast("array<bigint>")), 1, width).cast("array<int>")
-    return F.concat(kept, F.array_repeat(F.lit(0), width - F.size(kept)))
+    return spark_padded(F.slice(hashed, 1, TEXT_LENGTHS[column]), column)
 
 
 # --- dense features ---------------------------------------------------------------------

@@ -182,8 +182,8 @@ def add_state_features(df, state: FeatureState | None, ds: str, cfg):
     launch = F.to_date("launch_date") if "launch_date" in df.columns else F.lit(None).cast("date")
     if state is None:
         out = df.withColumn("_u_new", F.lit(1.0)).withColumn("_i_new", F.lit(1.0))
-        out = out.withColumn(features.HISTORY_BUCKETS, _padded(None, 0))
-        out = out.withColumn(features.HISTORY_WEIGHTS, _padded(None, 0.0))
+        for col in features.HISTORY_COLUMNS:
+            out = out.withColumn(col, features.spark_padded(F.array(), col))
         for name, value in features.STATE_DEFAULTS.items():
             out = out.withColumn(name, F.lit(float(value)))
         age = F.datediff(day, launch)
@@ -236,8 +236,8 @@ def add_state_features(df, state: FeatureState | None, ds: str, cfg):
         .join(bought, ["user_id", "item_id"], "left")
         .join(user_histories(state.user_item), "user_id", "left")
     )
-    out = out.withColumn(features.HISTORY_BUCKETS, _padded(features.HISTORY_BUCKETS, 0))
-    out = out.withColumn(features.HISTORY_WEIGHTS, _padded(features.HISTORY_WEIGHTS, 0.0))
+    for col in features.HISTORY_COLUMNS:
+        out = out.withColumn(col, features.spark_padded(F.col(col), col))
     age = F.datediff(day, F.coalesce(launch, F.col("_i_first")))
     since = F.datediff(day, F.col("_u_last"))
     smoothed_ctr = lambda clicks, shown: (F.col(clicks) + m * prior) / (F.col(shown) + m)  # noqa: E731
@@ -267,7 +267,7 @@ def user_histories(user_item):
     """``user_id`` and the history columns (``core.features.history`` as Spark does it):
     the user's :data:`core.features.HISTORY_LENGTH` items with the latest actions (then the
     most actions, then the item id), as item buckets and shares of those items' actions. Not
-    padded (:func:`_padded`)."""
+    padded (``core.features.spark_padded``)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -290,17 +290,6 @@ def user_histories(user_item):
         F.transform(ordered, lambda e: e["bucket"]).alias(features.HISTORY_BUCKETS),
         F.transform(ordered, lambda e: e["weight"]).alias(features.HISTORY_WEIGHTS),
     )
-
-
-def _padded(column, pad):
-    """An array column (or, for None, no array) padded with ``pad`` to the history length."""
-    from pyspark.sql import functions as F
-
-    values = F.coalesce(F.col(column), F.array()) if column else F.array()
-    kind = "int" if isinstance(pad, int) else "float"
-    values = values.cast(f"array<{kind}>")
-    missing = F.array_repeat(F.lit(pad).cast(kind), features.HISTORY_LENGTH - F.size(values))
-    return F.concat(values, missing)
 
 
 def _log_scaled(count):

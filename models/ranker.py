@@ -69,8 +69,7 @@ def build_ranker(
     inputs = {col: k.Input(shape=(1,), dtype="int32", name=col) for col in features.ID_COLUMNS}
     inputs["dense"] = k.Input(shape=(len(features.DENSE_FEATURES),), dtype="float32", name="dense")
     for col, width in features.ARRAY_WIDTHS.items():
-        dtype = "float32" if col == features.HISTORY_WEIGHTS else "int32"
-        inputs[col] = k.Input(shape=(width,), dtype=dtype, name=col)
+        inputs[col] = k.Input(shape=(width,), dtype=features.array_dtype(col), name=col)
     flat = {}
     for name, (_, buckets) in features.ID_FEATURES.items():
         table = k.layers.Embedding(
@@ -269,11 +268,11 @@ def read_examples(paths, split: str | None = None, fraction: float = 1.0, seed: 
 
 def to_inputs(df) -> dict[str, np.ndarray]:
     """Model inputs of an examples frame: ``(N, 1)`` int32 ids, an ``(N, D)`` float block and
-    the ``(N, HISTORY_LENGTH)`` history buckets (int32) and weights (float32)."""
+    the ``(N, width)`` arrays (``features.ARRAY_WIDTHS``: history buckets and weights, words)."""
     inputs = {c: df[c].to_numpy(np.int32).reshape(-1, 1) for c in features.ID_COLUMNS}
     inputs["dense"] = df[list(features.DENSE_FEATURES)].to_numpy(np.float32)
     for col, width in features.ARRAY_WIDTHS.items():
-        dtype = np.float32 if col == features.HISTORY_WEIGHTS else np.int32
+        dtype = features.array_dtype(col)
         values = df[col].to_numpy()
         inputs[col] = np.stack(values).astype(dtype) if len(values) else np.zeros((0, width), dtype)
     return inputs

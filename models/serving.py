@@ -4,9 +4,9 @@
 candidate rows. Rows may be raw (``user_id, item_id, category, brand, query, price`` and
 optionally ``position``; ids are hashed exactly as in training by ``core.features``) or
 already hashed (the ``*_bucket`` columns plus the dense features). State features
-(``core.features.STATE_FEATURES``) and the arrays (``ARRAY_WIDTHS``: history, words) absent from the
-rows get a new id's values. Returns one
-click probability per row. The same model is what ``mlflow models serve`` answers with.
+(``core.features.STATE_FEATURES``) and arrays (``ARRAY_WIDTHS``: history, words) absent from
+the rows get a new id's values. Returns one click probability per row. The same model is
+what ``mlflow models serve`` answers with.
 """
 
 from __future__ import annotations
