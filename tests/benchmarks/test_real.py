@@ -13,9 +13,11 @@ import gzip
 import json
 import random
 
+import numpy as np
 import pytest
 
 from benchmarks import real as bench_real
+from core.settings import load_settings
 
 pytestmark = pytest.mark.slow
 DAYS = ("2011-01-04", "2011-01-05", "2011-01-06", "2011-01-07")
@@ -86,3 +88,42 @@ def test_every_ranker_is_scored_on_the_next_days_cases(bench):
 def test_a_missing_input_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such input"):
         bench_real.bench_real(tmp_path, tmp_path / "nothing.csv.gz")
+
+
+def test_the_ablation_scores_every_variant_on_the_benchmarks_cases(bench):
+    """benchmarks.ablation on the world the real benchmark left: every variant trained and
+    scored on the same next-day cases as the benchmark's rankers, popularity beside them."""
+    from benchmarks import ablation
+
+    out, result = bench
+    variants = "full,no_history,dense_only"
+    argv = ["--out", str(out), "--nights", "1", "--variants", variants, "--skip-simulator"]
+    assert ablation.main(argv) == 0
+    real = json.loads((out / "ablation.json").read_text())["real"]
+    (night,) = real["per_night"]
+    assert night["scored_on"] == DAYS[3] and night["train_days"] == 3
+    assert night["cases"] == result["per_night"][0]["cases"]
+    # popularity is the benchmark's own figure on the same cases
+    assert night["hr_at_10"]["popularity"] == pytest.approx(
+        result["per_night"][0]["hr_at_10"]["popularity"], abs=1e-4
+    )
+    for name in variants.split(","):
+        assert 0 <= night["hr_at_10"][name] <= 1 and night["train_seconds"][name] > 0
+    assert real["hr_at_10"] == night["hr_at_10"]
+
+
+def test_an_ablation_variant_leaves_its_part_out():
+    from benchmarks import ablation
+
+    cfg = load_settings().train
+    names = {
+        name: {layer.name for layer in ablation.build(variant, cfg).layers}
+        for name, variant in ablation.VARIANTS.items()
+    }
+    assert {"history_pool", "user_item_product", "word_embedding"} <= names["full"]
+    assert not {"history_pool", "user_item_product"} & names["no_history"]
+    assert "word_embedding" in names["no_history"] and "word_embedding" not in names["no_text"]
+    x = {"user_bucket": np.ones((2, 1), np.int32), "dense": np.ones((2, 3), np.float32)}
+    dense_only = ablation.masked(ablation.VARIANTS["dense_only"], x)
+    assert not dense_only["user_bucket"].any() and dense_only["dense"].all()
+    assert ablation.masked(ablation.VARIANTS["full"], x) is x

@@ -289,3 +289,40 @@ def test_a_missing_day_fails_before_spark_starts(settings, monkeypatch):
     monkeypatch.setattr(spark, "get_spark", no_spark)
     with pytest.raises(MissingDeltaError, match="raw/events/dt=2026-11-20"):
         nightly.preprocess(DS, settings)
+
+
+@pytest.mark.parametrize("uniform_share", [0.0, 0.5])
+def test_the_negative_mix_draws_a_uniform_share_from_the_pool_the_rest_by_popularity(
+    spark, uniform_share
+):
+    """k = 4 negatives per positive: round(k * share) uniformly from the known items, the
+    rest from the day's purchases (an item bought half the time is drawn about half the
+    time there)."""
+    from jobs.preprocess import sample_negatives
+
+    bought = ["hit" if i % 2 else f"b{i % 40}" for i in range(400)]  # "hit": half of them
+    events = spark.createDataFrame(
+        [("purchase", f"u{i}", f"s{i}", None, item, None, 1.0) for i, item in enumerate(bought)],
+        "event_type string, user_id string, session_id string, request_id string, "
+        "item_id string, query string, price double",
+    )
+    pool = spark.createDataFrame([(f"p{j}",) for j in range(200)], "item_id string")
+    rows = sample_negatives(events, 4, seed=7, pool=pool, uniform_share=uniform_share)
+    ex = rows.toPandas()
+    neg = ex[ex[features.LABEL] == 0]
+    from_pool = neg["item_id"].str.startswith("p")
+    assert (ex[features.LABEL] == 1).sum() == 400
+    # round(4 * share) pool draws per positive (distinct but for rare collisions in 200)
+    per_group = from_pool.groupby(neg["request_id"]).sum().reindex(ex["request_id"].unique())
+    assert per_group.fillna(0).mean() == pytest.approx(round(4 * uniform_share), abs=0.05)
+    if uniform_share:
+        # uniform over the pool: most items drawn, none far more than the rest
+        counts = neg.loc[from_pool, "item_id"].value_counts()
+        assert len(counts) > 180 and counts.max() < 4 * counts.mean()
+    # popularity draws: "hit" is half the purchases, so each popularity draw of a group that
+    # did not buy it is "hit" half the time (uniform over the 41 bought items: 1 in 41)
+    draws = 4 - round(4 * uniform_share)
+    bought_hit = ex.loc[(ex["item_id"] == "hit") & (ex[features.LABEL] == 1), "request_id"]
+    others = neg[~neg["request_id"].isin(bought_hit)]
+    with_hit = others.groupby("request_id")["item_id"].apply(lambda s: "hit" in set(s))
+    assert with_hit.mean() == pytest.approx(1 - 0.5**draws, abs=0.1)

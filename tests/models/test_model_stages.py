@@ -91,6 +91,35 @@ def test_a_fine_tune_moves_only_the_embedding_rows_its_rows_look_up(small_train_
     assert set(np.flatnonzero(moved)) == today
 
 
+def test_a_warm_start_carries_the_history_and_word_weights_and_their_optimizer_state(two_days):
+    """The full strategy starts from the champion's history pooling, word table and
+    two-tower terms as saved, with their Adam moments, not from fresh ones."""
+    from models.fit import prepare_model
+
+    s, layout = two_days
+    d1 = finetune(None, layout, D1, layout.model_dir(D1), "retrain", s.train)
+    saved = ranker.load_ranker(d1["model_path"])
+    warm = prepare_model(d1["model_path"], "full", s.train)
+    fresh = prepare_model(None, "retrain", s.train)
+    parts = ("history_pool", "word_embedding", "user_item_norm", "query_title_norm")
+    for name in parts:
+        for a, b, c in zip(
+            warm.get_layer(name).get_weights(),
+            saved.get_layer(name).get_weights(),
+            fresh.get_layer(name).get_weights(),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+            assert not np.array_equal(a, c), name  # trained: not where a new model starts
+    moments = {v.name: v.numpy() for v in saved.optimizer.variables if "word_embedding" in v.name}
+    assert len(moments) == 2 and all(np.abs(m).sum() > 0 for m in moments.values())
+    for v in warm.optimizer.variables:
+        if v.name in moments:
+            np.testing.assert_array_equal(v.numpy(), moments.pop(v.name))
+    assert not moments  # both of the word table's moments were carried
+    assert int(warm.optimizer.iterations.numpy()) == int(saved.optimizer.iterations.numpy())
+
+
 def test_a_champion_saved_with_keras_adam_switches_to_lazy_adam_keeping_its_state(
     two_days, tmp_path
 ):
