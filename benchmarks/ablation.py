@@ -39,6 +39,10 @@ from core.settings import settings_under
 log = logging.getLogger(__name__)
 
 
+# Every id input: the hashed ids and the history's item buckets.
+ID_INPUTS = (*features.ID_COLUMNS, features.HISTORY_BUCKETS)
+
+
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """One model of the ablation: the shipped model with some parts off."""
@@ -46,7 +50,8 @@ class Variant:
     description: str
     history: bool = True  # the user's history pooled through the item table, user.item term
     text: bool = True  # title and query words, query.title term
-    ids: bool = True  # the hashed-id embeddings (False: every id bucket fed as 0)
+    zeroed: tuple[str, ...] = ()  # inputs fed as 0 (an id off: one row for every value)
+    embedding_dropout: float | None = None  # None: the settings' rate
     epochs: int | None = None  # None: the settings' retrain epochs
 
 
@@ -55,7 +60,12 @@ VARIANTS: dict[str, Variant] = {
     "no_history": Variant("without the user history and the user.item term", history=False),
     "no_text": Variant("without the title and query words", text=False),
     "no_history_no_text": Variant("ids and dense features (the stop-20 model)", False, False),
-    "dense_only": Variant("dense features only (every id, history, word off)", False, False, False),
+    "dense_only": Variant(
+        "dense features only (every id, history, word off)", False, False, ID_INPUTS
+    ),
+    "no_embedding_dropout": Variant(
+        "without the dropout on the id embeddings", embedding_dropout=0
+    ),
     "one_epoch": Variant("the shipped model, one epoch instead of the retrain's", epochs=1),
 }
 
@@ -64,14 +74,10 @@ def build(variant: Variant, cfg):
     """A new, compiled model of ``variant`` with the retrain's settings (``cfg``)."""
     from models import ranker
 
-    model = ranker.build_ranker(
-        cfg.embedding_dim,
-        cfg.hidden_units,
-        cfg.seed,
-        cross_layers=cfg.cross_layers,
-        history=variant.history,
-        text=variant.text,
-    )
+    options = {"history": variant.history, "text": variant.text}
+    if variant.embedding_dropout is not None:
+        options["embedding_dropout"] = variant.embedding_dropout
+    model = ranker.build_from_settings(cfg, **options)
     return ranker.compile_ranker(model, cfg.learning_rate)
 
 
@@ -90,11 +96,10 @@ def train_variant(variant: Variant, x: dict, y: np.ndarray, cfg):
 
 
 def masked(variant: Variant, x: dict) -> dict:
-    """``x`` as the variant sees it: without ids every id bucket (and history item) is 0."""
-    if variant.ids:
+    """``x`` as the variant sees it: its ``zeroed`` inputs all 0."""
+    if not variant.zeroed:
         return x
-    zeros = (*features.ID_COLUMNS, features.HISTORY_BUCKETS)
-    return {col: np.zeros_like(v) if col in zeros else v for col, v in x.items()}
+    return {col: np.zeros_like(v) if col in variant.zeroed else v for col, v in x.items()}
 
 
 def training_arrays(layout: Layout, ds: str, days: int, cfg):
@@ -144,7 +149,11 @@ def ablate_real(world: Path, nights: int, variants: dict[str, Variant], train_da
         night["train_seconds"] = seconds
         per_night.append(night)
         log.info("real %s: HR@10 %s", ds, night["hr_at_10"])
-    return {"per_night": per_night, **means(per_night, ("hr_at_10", "ndcg_at_10"))}
+    return {
+        "per_night": per_night,
+        **means(per_night, ("hr_at_10", "ndcg_at_10")),
+        "int8": int8_figures(world),
+    }
 
 
 def ablate_simulator(
@@ -187,7 +196,33 @@ def ablate_simulator(
                 "train_seconds": seconds,
             }
         )
-    return {"per_night": per_night, **means(per_night, ("auc", "gap_oracle"))}
+    return {
+        "per_night": per_night,
+        **means(per_night, ("auc", "gap_oracle")),
+        "int8": int8_figures(world),
+    }
+
+
+def int8_figures(world: Path) -> dict:
+    """Over the nights the benchmark ran in ``world``, from each night's ``evaluate.json``:
+    the int8 candidate's holdout AUC against its pruned float model's, and its p99 latency
+    for 100 candidates (one thread). The issue's targets: <= 0.002 AUC, <= 2 ms."""
+    gaps, p99 = [], []
+    for path in sorted((world / "data" / "runs").glob("dt=*/evaluate.json")):
+        result = json.loads(path.read_text())
+        candidate = result.get("candidate") or {}
+        if "int8" in candidate and "pruned_float" in candidate:
+            gaps.append(candidate["pruned_float"]["auc"] - candidate["int8"]["auc"])
+        if (latency := result.get("latency")) and latency.get("p99_ms_100_candidates"):
+            p99.append(latency["p99_ms_100_candidates"])
+    if not gaps:
+        return {"nights": 0}
+    return {
+        "nights": len(gaps),
+        "max_auc_drop_int8_vs_pruned_float": round(max(gaps), 4),
+        "mean_auc_drop_int8_vs_pruned_float": round(float(np.mean(gaps)), 4),
+        "max_p99_ms_100_candidates": round(max(p99), 3) if p99 else None,
+    }
 
 
 def means(per_night: list[dict], keys) -> dict:

@@ -146,9 +146,7 @@ class Variant:
         from models import ranker
 
         cfg = self.cfg
-        new = ranker.build_ranker(
-            cfg.embedding_dim, cfg.hidden_units, cfg.seed, cfg.cross_layers, self.table_sizes()
-        )
+        new = ranker.build_from_settings(cfg, table_sizes=self.table_sizes())
         if self.model is None:
             return new
         for layer in new.layers:

@@ -85,6 +85,7 @@ class TrainSettings:
     embedding_dim: int
     hidden_units: tuple[int, ...]
     cross_layers: int
+    embedding_dropout: float
     batch_size: int
     learning_rate: float
     finetune_learning_rate: float

@@ -166,10 +166,7 @@ def epochs_of(strategy: str, cfg: TrainSettings) -> int:
 def prepare_model(base_model, strategy: str, cfg: TrainSettings):
     """Build (retrain) or load (warm start) and compile; call inside the strategy's scope."""
     if strategy == "retrain":
-        model = ranker.build_ranker(
-            cfg.embedding_dim, cfg.hidden_units, cfg.seed, cross_layers=cfg.cross_layers
-        )
-        return ranker.compile_ranker(model, cfg.learning_rate)
+        return ranker.compile_ranker(ranker.build_from_settings(cfg), cfg.learning_rate)
     model = ranker.load_ranker(base_model)
     if strategy == "light":
         for layer in model.layers:

@@ -110,6 +110,9 @@ def test_the_ablation_scores_every_variant_on_the_benchmarks_cases(bench):
     for name in variants.split(","):
         assert 0 <= night["hr_at_10"][name] <= 1 and night["train_seconds"][name] > 0
     assert real["hr_at_10"] == night["hr_at_10"]
+    # int8 against pruned float and latency, from the nights' evaluate.json
+    assert real["int8"]["nights"] >= 1  # the bootstrap (and the night, unless skipped)
+    assert 0 < real["int8"]["max_p99_ms_100_candidates"] < 1000
 
 
 def test_an_ablation_variant_leaves_its_part_out():
