@@ -145,13 +145,12 @@ def rank_cases(cases, scores: dict[str, np.ndarray]) -> dict[str, RankedCases]:
     return {name: sampled_ranking(ids, y, s, k=10) for name, s in scores.items()}
 
 
-def champion_ranking_on(cases, champion: dict, metric: str) -> dict[str, float] | None:
-    """The champion's (int8) and popularity's ``metric`` on ``cases``
+def champion_ranking_on(cases, scorer: ranker.TFLiteScorer, metric: str) -> dict[str, float] | None:
+    """The champion's (its int8 ``scorer``) and popularity's ``metric`` on ``cases``
     (:func:`read_ranking_cases`): does the serving model still rank better than popularity?
     None without cases."""
     if cases.empty:
         return None
-    scorer = ranker.TFLiteScorer(champion["int8_tflite"])
     ranked = rank_cases(cases, {"champion": _predict(scorer.predict, ranker.to_inputs(cases))})
     champ, pop = ranked["champion"], ranked["popularity"]
     return {

@@ -130,9 +130,10 @@ def choose_strategy(ds: str, settings: Settings, override: str | None = None) ->
     champion = fetch_champion(settings, layout.model_dir(ds) / "champion")
     cases = read_ranking_cases(layout, ds, gate.ranking_window_days)
     n_cases = int((cases[LABEL] == 1).sum())
+    scorer = TFLiteScorer(champion["int8_tflite"]) if champion else None
     ranking_today = None
-    if champion and n_cases >= gate.min_ranking_cases:
-        ranking_today = champion_ranking_on(cases, champion, gate.ranking_metric)
+    if scorer and n_cases >= gate.min_ranking_cases:
+        ranking_today = champion_ranking_on(cases, scorer, gate.ranking_metric)
     strategy, reasons = policy(
         train_examples=pre.train_examples,
         ranking_cases=n_cases,
@@ -142,7 +143,7 @@ def choose_strategy(ds: str, settings: Settings, override: str | None = None) ->
         cfg=settings.strategy,
         min_ranking_cases=gate.min_ranking_cases,
         override=override,
-        champion_current=not champion or TFLiteScorer(champion["int8_tflite"]).current,
+        champion_current=scorer is None or scorer.current,
     )
     log.info("strategy %s: %s (%s)", ds, strategy, "; ".join(reasons))
     decision = StrategyDecision(
