@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import pandas as pd
 import pytest
 
+from core import features
 from core.layout import Layout
 from core.settings import defaults
 from core.summaries import ValidateSummary, write_summary
@@ -82,3 +84,25 @@ def test_the_gate_pools_recent_ranking_cases_but_never_a_failed_days(days):
     window = read_ranking_cases(days, DAYS[3], window_days=2)  # DAYS[2] and DAYS[3]
     assert window["request_id"].str.startswith((DAYS[2], DAYS[3])).all() and len(window) == 400
     assert read_ranking_cases(days, "2026-11-01").empty  # before any day
+
+
+def test_model_inputs_stack_the_array_columns_and_refuse_a_row_of_another_length():
+    from models import ranker
+
+    rows = [
+        {
+            **{c: 3 for c in features.ID_COLUMNS},
+            **{c: 0.5 for c in features.DENSE_FEATURES},
+            **{c: list(range(1, w + 1)) for c, w in features.ARRAY_WIDTHS.items()},
+        }
+        for _ in range(3)
+    ]
+    df = pd.DataFrame(rows)
+    x = ranker.to_inputs(df)
+    for col, width in features.ARRAY_WIDTHS.items():
+        assert x[col].shape == (3, width) and x[col].dtype == features.array_dtype(col)
+        assert x[col][2].tolist() == list(range(1, width + 1))
+    assert ranker.to_inputs(df.iloc[:0])[features.HISTORY_BUCKETS].shape == (0, 10)
+    df.at[1, features.TITLE_TOKENS] = [1, 2]
+    with pytest.raises(ValueError, match="title_tokens: row 1 has 2 values"):
+        ranker.to_inputs(df)
