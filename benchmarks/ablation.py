@@ -4,7 +4,8 @@ Writes ``<out>/ablation.json``. Run it after ``make bench-real`` and ``make benc
 (it reads the worlds they leave under ``<out>``)::
 
     python -m benchmarks.ablation --out var/bench [--nights 2] [--sim-train-days 7] \
-        [--variants full,no_history,...] [--skip-real] [--skip-simulator]
+        [--variants full,no_history,...] [--skip-real] [--skip-simulator] \
+        [--real-world DIR] [--sim-world DIR]
 
 Every variant is trained from scratch, with the same seed and rows, as float Keras models
 (the int8 step is judged elsewhere: the pipeline's gate and ``bench-compression``):
@@ -18,6 +19,10 @@ Every variant is trained from scratch, with the same seed and rows, as float Ker
 D is each of the last ``nights`` nights that have cases (real) or a next day (simulator).
 The variants (:data:`VARIANTS`) switch one part off at a time, so each row of the table is
 "the shipped model without X": a part that helps shows as a loss in its row.
+
+Each world's ``int8`` entry gathers, from every ``runs/dt=*/evaluate.json`` the benchmark's
+nights wrote, the int8 candidate's AUC drop against its pruned float model and its p99
+latency for 100 candidates (the issue's int8 and latency targets).
 """
 
 from __future__ import annotations
