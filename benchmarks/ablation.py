@@ -111,14 +111,22 @@ def training_arrays(layout: Layout, ds: str, days: int, cfg):
     """Inputs and labels of every ``train`` row of the ``days`` days up to ``ds``."""
     from models.fit import read_training_arrays
 
-    x, y, used = read_training_arrays(
+    return read_training_arrays(
         layout, ds, "retrain", dataclasses.replace(cfg, retrain_history_days=days)
     )
-    return x, y, used
 
 
-def predict(model, variant: Variant, x: dict) -> np.ndarray:
-    return model.predict(masked(variant, x), batch_size=8192, verbose=0).ravel()
+def train_and_score(variants: dict[str, Variant], x, y, x_scored, cfg, where: str):
+    """Each variant trained on ``(x, y)`` and its scores of ``x_scored``; also the training
+    seconds of each, rounded. ``where`` labels the progress lines."""
+    scores, seconds = {}, {}
+    for name, variant in variants.items():
+        started = time.perf_counter()
+        model = train_variant(variant, x, y, cfg)
+        seconds[name] = round(time.perf_counter() - started, 1)
+        scores[name] = model.predict(masked(variant, x_scored), batch_size=8192, verbose=0).ravel()
+        log.info("%s %s: trained in %.1f s", where, name, seconds[name])
+    return scores, seconds
 
 
 def ablate_real(world: Path, nights: int, variants: dict[str, Variant], train_days: int) -> dict:
@@ -139,13 +147,7 @@ def ablate_real(world: Path, nights: int, variants: dict[str, Variant], train_da
         cases = pd.read_parquet(world / "bench_cases" / f"dt={scored_on}")
         x, y, used = training_arrays(layout, ds, train_days, settings.train)
         xc = ranker.to_inputs(cases)
-        scores, seconds = {}, {}
-        for name, variant in variants.items():
-            started = time.perf_counter()
-            model = train_variant(variant, x, y, settings.train)
-            seconds[name] = round(time.perf_counter() - started, 1)
-            scores[name] = predict(model, variant, xc)
-            log.info("real %s %s: %.1f s", ds, name, seconds[name])
+        scores, seconds = train_and_score(variants, x, y, xc, settings.train, f"real {ds}")
         ranked = rank_cases(cases, scores)
         night = {"ds": ds, "scored_on": scored_on, "train_days": len(used), "rows": len(y)}
         night["cases"] = ranked["popularity"].means()["cases"]
@@ -181,13 +183,10 @@ def ablate_simulator(
         truth, labels = rows["p_click"].to_numpy(), rows[features.LABEL].to_numpy()
         x, y, used = training_arrays(layout, ds, train_days, settings.train)
         xe = ranker.to_inputs(rows)
-        auc, seconds = {"oracle": round(roc_auc_score(labels, truth), 4)}, {}
-        for name, variant in variants.items():
-            started = time.perf_counter()
-            model = train_variant(variant, x, y, settings.train)
-            seconds[name] = round(time.perf_counter() - started, 1)
-            auc[name] = round(roc_auc_score(labels, predict(model, variant, xe)), 4)
-            log.info("simulator %s %s: AUC %.4f (%.1f s)", ds, name, auc[name], seconds[name])
+        scores, seconds = train_and_score(variants, x, y, xe, settings.train, f"simulator {ds}")
+        auc = {"oracle": round(roc_auc_score(labels, truth), 4)}
+        auc |= {name: round(roc_auc_score(labels, s), 4) for name, s in scores.items()}
+        log.info("simulator %s: AUC %s", ds, auc)
         gap = {name: round(auc["oracle"] - value, 4) for name, value in auc.items()}
         per_night.append(
             {
