@@ -122,12 +122,13 @@ def score_series(rows, models: dict) -> dict[str, np.ndarray]:
     ``models`` maps a series name to ``("int8", path)`` or ``("float", path)``.
     """
     from models import ranker
+    from serving.scorer import TFLiteScorer
 
     x = ranker.to_inputs(rows)
     scores = {"oracle": rows["p_click"].to_numpy(np.float64)}
     for name, (kind, path) in models.items():
         if kind == "int8":
-            scores[name] = ranker.TFLiteScorer(path).predict(x)
+            scores[name] = TFLiteScorer(path).predict(x)
         else:
             scores[name] = ranker.load_ranker(path).predict(x, batch_size=8192, verbose=0).ravel()
     return scores

@@ -106,12 +106,13 @@ def score_cases(cases, models: dict, settings) -> dict:
     credibly worse than it (the gate's bootstrap)."""
     from models import ranker
     from models.evaluate import case_users, compare_rankers, rank_cases
+    from serving.scorer import TFLiteScorer
 
     x = ranker.to_inputs(cases)
     scores = {}
     for name, (kind, path) in models.items():
         if kind == "int8":
-            scores[name] = ranker.TFLiteScorer(path).predict(x)
+            scores[name] = TFLiteScorer(path).predict(x)
         else:
             scores[name] = ranker.load_ranker(path).predict(x, batch_size=8192, verbose=0).ravel()
     ranked = rank_cases(cases, scores)

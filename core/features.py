@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import xxhash
 
 # name -> (source column in the events/catalog, number of hash buckets)
@@ -47,6 +48,16 @@ STATE_DEFAULTS: dict[str, float] = {
     "item_is_new": 1.0,
 }
 STATE_FEATURES: tuple[str, ...] = tuple(STATE_DEFAULTS)
+# The key each state feature is looked up by (the tables of jobs.feature_state.state_tables
+# and of the online store, serving.store): the item, the user, or a (user, item category) or
+# (user, item) pair.
+ITEM_STATE: tuple[str, ...] = tuple(n for n in STATE_FEATURES if n.startswith("item_"))
+USER_STATE: tuple[str, ...] = ("user_ctr", "user_activity", "user_recency", "user_is_new")
+PAIR_STATE: dict[str, str] = {
+    "user_category": "user_category_affinity",
+    "user_item": "user_item_affinity",
+}
+ONLINE_TABLES: tuple[str, ...] = ("item", "user", *PAIR_STATE)
 DENSE_FEATURES: tuple[str, ...] = ("log_price", "position", *STATE_FEATURES)
 # The user's history: the items of their HISTORY_LENGTH most recent actions in the feature
 # state (most recent first), as item buckets (the item feature's hashing, so the model pools
@@ -193,9 +204,12 @@ def spark_tokens(column: str, source):
 
 
 # --- dense features ---------------------------------------------------------------------
-def log_price(price: float | None) -> float:
-    """log1p of a positive price, else 0 (missing, zero, negative or NaN)."""
-    return math.log1p(price) if price is not None and price > 0 else 0.0
+def log_price(price):
+    """log1p of a positive price, else 0 (missing, zero, negative or NaN); a number or an
+    array of them (serving builds a request's column at once)."""
+    price = np.asarray(price, np.float64)  # None: NaN
+    positive = price > 0  # NaN > 0 is false
+    return np.where(positive, np.log1p(np.where(positive, price, 0.0)), 0.0)
 
 
 def spark_log_price(column):
@@ -206,11 +220,11 @@ def spark_log_price(column):
     return F.when((price > 0) & ~F.isnan(price), F.log1p(price)).otherwise(F.lit(0.0))
 
 
-def position_feature(position: int | None) -> float:
-    """Position scaled to [0, 1]; 0 means unknown (serving ranks without a position)."""
-    if position is None or position <= 0:
-        return 0.0
-    return min(position, MAX_POSITION) / MAX_POSITION
+def position_feature(position):
+    """Position scaled to [0, 1]; 0 means unknown (serving ranks without a position). A
+    number or an array of them."""
+    position = np.nan_to_num(np.asarray(position, np.float64))  # None: NaN: unknown
+    return np.clip(position, 0, MAX_POSITION) / MAX_POSITION
 
 
 def spark_position_feature(column):
@@ -263,29 +277,6 @@ def history(items) -> tuple[list[int], list[float]]:
     buckets = [hash_bucket("item", i) for i, _ in items] + [0] * pad
     weights = [a / total for _, a in items] + [0.0] * pad
     return buckets, weights
-
-
-def feature_row(raw: dict) -> dict:
-    """Model inputs of one raw candidate row (serving): ids hashed, dense features built.
-
-    State features and the history columns are taken from the row when the caller looked
-    them up (a feature store holding ``state/``; the history as :func:`history` builds
-    it), else they get the values of a never-seen id.
-    """
-    row = {id_column(n): hash_bucket(n, raw.get(src)) for n, (src, _) in ID_FEATURES.items()}
-    row["log_price"] = log_price(raw.get("price"))
-    row["position"] = position_feature(raw.get("position"))
-    for name, default in STATE_DEFAULTS.items():
-        value = raw.get(name)
-        row[name] = default if value is None or value != value else float(value)
-    for column, source in TEXT_SOURCES.items():
-        row[column] = tokens(column, raw.get(source))
-    for name in HISTORY_COLUMNS:
-        value, empty = raw.get(name), EMPTY_ARRAYS[name]
-        row[name] = list(empty if value is None else value)
-        if len(row[name]) != HISTORY_LENGTH:
-            raise ValueError(f"{name}: {len(row[name])} values, expected {HISTORY_LENGTH}")
-    return row
 
 
 # Columns of examples/dt=<ds>/ (Parquet), written by jobs.preprocess and read by training,

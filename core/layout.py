@@ -11,6 +11,8 @@ Layout under the data root (see README, "Data layout"):
     state/{item_stats,user_stats,user_category}/dt=<ds>/
                                            incremental feature state after the day
     examples/dt=<ds>/                      labelled, hashed training examples (Parquet)
+    online/<table>/dt=<ds>/                features served after the night (Parquet)
+    online/store.sqlite                    the online store they are loaded into
     runs/dt=<ds>/<stage>.json              what each stage did, with counts and timings
     models/dt=<ds>/                        candidate models of the day
 
@@ -82,6 +84,15 @@ class Layout:
     def feature_state(self, table: str, ds: str) -> Path:
         """``state/<table>/dt=<ds>``: user/item aggregates after day ``ds`` (feature_state)."""
         return self._day("state", table, ds=ds)
+
+    def online_table(self, table: str, ds: str) -> Path:
+        """``online/<table>/dt=<ds>``: the features the online store serves after the night
+        ``ds`` (``jobs.feature_state.online_tables``), one Parquet table per key."""
+        return self._day("online", table, ds=ds)
+
+    def online_store(self) -> Path:
+        """The online store (SQLite) serving reads: ``serving.store``."""
+        return self.root / "online" / "store.sqlite"
 
     def examples(self, ds: str) -> Path:
         return self._day("examples", ds=ds)

@@ -43,6 +43,16 @@ class PreprocessSummary(StageSummary):
     anonymous: int = 0
     # Held-out positives written to ranking/dt=<ds>/, each among sampled candidates.
     ranking_cases: int = 0
+    # The night whose feature state the examples joined (None: the first day, none yet).
+    state_as_of: str | None = None
+
+
+class MaterializeSummary(StageSummary):
+    STAGE = "materialize"
+    # The night whose features the online store serves now, and its rows per table.
+    state_as_of: str
+    rows: dict[str, int]
+    loaded: bool  # False: the store already held a later night (a backfill), left as it was
 
 
 class ValidateSummary(StageSummary):

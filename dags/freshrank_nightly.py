@@ -11,6 +11,8 @@ the day that just ended), it
    impressions, writes `examples/dt=<ds>/`;
 3. **validate** (Great Expectations, suites in `expectations/`): stops the run on bad data
    (no retries: the data will not fix itself), records drift;
+   **materialize** then loads the users' and items' features after the day into the
+   online store that serving looks them up in (beside the training branch);
 4. **choose_strategy**: skip / light / full fine-tune / retrain, from delta size, drift and
    the champion's AUC on the day; `skip` ends the run here;
 5. **fine_tune** (TensorFlow): warm start from `models:/ranker@champion`;
@@ -167,6 +169,12 @@ def freshrank_nightly():
         except DataValidationError as exc:
             raise AirflowFailException(str(exc)) from exc
 
+    @task
+    def materialize(day: str) -> dict:
+        from pipeline import nightly
+
+        return nightly.materialize(day, _settings())
+
     @task.branch
     def choose_strategy(day: str, params=None):
         from pipeline import nightly
@@ -206,10 +214,10 @@ def freshrank_nightly():
         return nightly.cleanup(day, _settings())
 
     day = resolve_day()
+    checked = wait_for_delta(day) >> preprocess(day) >> validate(day)
+    checked >> materialize(day)
     (
-        wait_for_delta(day)
-        >> preprocess(day)
-        >> validate(day)
+        checked
         >> choose_strategy(day)
         >> fine_tune(day)
         >> compress(day)

@@ -168,30 +168,24 @@ def update_state(previous: FeatureState | None, today: FeatureState, half_life_d
 
 
 # --- point-in-time features -------------------------------------------------------------
-def add_state_features(df, state: FeatureState | None, ds: str, cfg):
-    """Add the dense state features (``features.STATE_FEATURES``) to examples of day ``ds``.
+def state_tables(state: FeatureState, ds: str, cfg) -> dict:
+    """The state's features for examples (or requests) of day ``ds``, one table per key:
 
-    ``df`` needs user_id, item_id and category (and launch_date when known); ``state`` must
-    be as of a day before ``ds`` (or None on the first day: every id is new).
+    * ``item`` (item_id): the item's STATE_FEATURES but its age, plus ``item_first_seen``
+      (the age needs the catalog's launch date: :func:`item_age`);
+    * ``user`` (user_id): the user's, and the history columns (not padded);
+    * ``user_category`` (user_id, category): ``user_category_affinity``;
+    * ``user_item`` (user_id, item_id): ``user_item_affinity``.
+
+    A key absent from its table is new: it gets ``core.features.STATE_DEFAULTS``. Training
+    (:func:`add_state_features`) and the online store (``serving.store``) both read these
+    tables, so a request is scored with the features its examples were trained on.
     """
     from pyspark.sql import functions as F
 
-    if state is not None and state.as_of >= ds:
+    if state.as_of >= ds:
         raise ValueError(f"feature state as of {state.as_of} would leak into examples of {ds}")
     day = F.lit(ds).cast("date")
-    launch = F.to_date("launch_date") if "launch_date" in df.columns else F.lit(None).cast("date")
-    if state is None:
-        out = df.withColumn("_u_new", F.lit(1.0)).withColumn("_i_new", F.lit(1.0))
-        for col in features.HISTORY_COLUMNS:
-            out = out.withColumn(col, features.spark_padded(F.array(), col))
-        for name, value in features.STATE_DEFAULTS.items():
-            out = out.withColumn(name, F.lit(float(value)))
-        age = F.datediff(day, launch)
-        out = out.withColumn(
-            "item_age", F.coalesce(_log_scaled_days(age, MAX_AGE_DAYS), F.lit(0.0))
-        )
-        return out.drop("_u_new", "_i_new")
-
     # Decay to the start of ``ds``: the state's last day is a full day before it.
     gap = _days_between(state.as_of, ds) - 1
     factor = decay_factor(gap, cfg.feature_half_life_days)
@@ -203,64 +197,163 @@ def add_state_features(df, state: FeatureState | None, ds: str, cfg):
         or features.STATE_DEFAULTS["item_ctr"]
     )
     m = cfg.ctr_prior_strength
-    items = state.item_stats.select(
+
+    def smoothed_ctr(clicks, shown):
+        return (clicks * factor + m * prior) / (shown * factor + m)
+
+    item = state.item_stats.select(
         "item_id",
-        (F.col("impressions") * factor).alias("_i_imp"),
-        (F.col("clicks") * factor).alias("_i_clk"),
-        (F.col("purchases") * factor).alias("_i_buy"),
-        (F.col("actions") * factor).alias("_i_act"),
-        (F.col("recent_actions") * trend_factor).alias("_i_recent"),
-        F.col("first_seen").alias("_i_first"),
-        F.col("last_seen").alias("_i_last"),
-        F.lit(0.0).alias("_i_new"),
-    )
-    users = state.user_stats.select(
-        "user_id",
-        (F.col("events") * factor).alias("_u_evt"),
-        (F.col("impressions") * factor).alias("_u_imp"),
-        (F.col("clicks") * factor).alias("_u_clk"),
-        F.col("last_seen").alias("_u_last"),
-        F.lit(0.0).alias("_u_new"),
-    )
-    totals = state.user_category.groupBy("user_id").agg(F.sum("actions").alias("_u_act"))
-    affinity = state.user_category.join(totals, "user_id").select(
-        "user_id", "category", (F.col("actions") / (F.col("_u_act") + 1.0)).alias("_uc_aff")
-    )
-    bought = state.user_item.select(
-        "user_id", "item_id", (F.col("actions") * factor).alias("_ui_act")
-    )
-    out = (
-        df.join(items, "item_id", "left")
-        .join(users, "user_id", "left")
-        .join(affinity, ["user_id", "category"], "left")
-        .join(bought, ["user_id", "item_id"], "left")
-        .join(user_histories(state.user_item), "user_id", "left")
-    )
-    for col in features.HISTORY_COLUMNS:
-        out = out.withColumn(col, features.spark_padded(F.col(col), col))
-    age = F.datediff(day, F.coalesce(launch, F.col("_i_first")))
-    since = F.datediff(day, F.col("_u_last"))
-    smoothed_ctr = lambda clicks, shown: (F.col(clicks) + m * prior) / (F.col(shown) + m)  # noqa: E731
-    values = {
-        "item_ctr": smoothed_ctr("_i_clk", "_i_imp"),
-        "item_popularity": _log_scaled(F.col("_i_imp") + F.col("_i_act")),
-        "item_purchases": _log_scaled("_i_buy"),
+        smoothed_ctr(F.col("clicks"), F.col("impressions")).alias("item_ctr"),
+        _log_scaled(F.col("impressions") * factor + F.col("actions") * factor).alias(
+            "item_popularity"
+        ),
+        _log_scaled(F.col("purchases") * factor).alias("item_purchases"),
         # recent_actions <= actions (same counts, faster decay): a share in [0, 1].
-        "item_trend": F.col("_i_recent") / (F.col("_i_act") + 1.0),
-        "item_age": _log_scaled_days(age, MAX_AGE_DAYS),
-        "item_recency": _log_scaled_days(F.datediff(day, F.col("_i_last")), MAX_RECENCY_DAYS),
-        "user_ctr": smoothed_ctr("_u_clk", "_u_imp"),
-        "user_activity": _log_scaled("_u_evt"),
-        "user_category_affinity": F.col("_uc_aff"),
-        "user_item_affinity": _log_scaled("_ui_act"),
-        "user_recency": _log_scaled_days(since, MAX_RECENCY_DAYS),
-        "user_is_new": F.col("_u_new"),
-        "item_is_new": F.col("_i_new"),
+        (F.col("recent_actions") * trend_factor / (F.col("actions") * factor + 1.0)).alias(
+            "item_trend"
+        ),
+        _log_scaled_days(F.datediff(day, F.col("last_seen")), MAX_RECENCY_DAYS).alias(
+            "item_recency"
+        ),
+        F.lit(0.0).alias("item_is_new"),
+        F.col("first_seen").alias("item_first_seen"),
+    )
+    user = state.user_stats.select(
+        "user_id",
+        smoothed_ctr(F.col("clicks"), F.col("impressions")).alias("user_ctr"),
+        _log_scaled(F.col("events") * factor).alias("user_activity"),
+        _log_scaled_days(F.datediff(day, F.col("last_seen")), MAX_RECENCY_DAYS).alias(
+            "user_recency"
+        ),
+        F.lit(0.0).alias("user_is_new"),
+    ).join(user_histories(state.user_item), "user_id", "full")
+    totals = state.user_category.groupBy("user_id").agg(F.sum("actions").alias("_total"))
+    user_category = state.user_category.join(totals, "user_id").select(
+        "user_id",
+        "category",
+        (F.col("actions") / (F.col("_total") + 1.0)).alias("user_category_affinity"),
+    )
+    user_item = state.user_item.select(
+        "user_id", "item_id", _log_scaled(F.col("actions") * factor).alias("user_item_affinity")
+    )
+    return {"item": item, "user": user, "user_category": user_category, "user_item": user_item}
+
+
+# The key of each of state_tables' tables (features.ONLINE_TABLES).
+TABLE_KEYS: dict[str, list[str]] = {
+    "item": ["item_id"],
+    "user": ["user_id"],
+    "user_category": ["user_id", "category"],
+    "user_item": ["user_id", "item_id"],
+}
+assert tuple(TABLE_KEYS) == features.ONLINE_TABLES
+
+
+def item_age(ds: str, launch, first_seen):
+    """The ``item_age`` feature on day ``ds``: days since the catalog's launch date (else
+    since the state first saw the item), log-scaled; null when neither is known."""
+    from pyspark.sql import functions as F
+
+    return _log_scaled_days(
+        F.datediff(F.lit(ds).cast("date"), F.coalesce(launch, first_seen)), MAX_AGE_DAYS
+    )
+
+
+def with_defaults(df):
+    """Each state feature's null (a key the state does not know) as its new-id value, the
+    history columns padded (``core.features.spark_padded``)."""
+    from pyspark.sql import functions as F
+
+    for col in features.HISTORY_COLUMNS:
+        if col in df.columns:
+            df = df.withColumn(col, features.spark_padded(F.col(col), col))
+    for name, value in features.STATE_DEFAULTS.items():
+        if name in df.columns:
+            df = df.withColumn(name, F.coalesce(F.col(name), F.lit(float(value))))
+    return df
+
+
+def add_state_features(df, state: FeatureState | None, ds: str, cfg):
+    """Add the dense state features (``features.STATE_FEATURES``) and the history columns to
+    examples of day ``ds``.
+
+    ``df`` needs user_id, item_id and category (and launch_date when known); ``state`` must
+    be as of a day before ``ds`` (or None on the first day: every id is new).
+    """
+    from pyspark.sql import functions as F
+
+    launch = F.to_date("launch_date") if "launch_date" in df.columns else F.lit(None).cast("date")
+    if state is None:
+        out = df.withColumn("item_first_seen", F.lit(None).cast("date"))
+        for col in features.HISTORY_COLUMNS:
+            out = out.withColumn(col, F.lit(None).cast("array<int>"))  # padded: empty
+        for name in features.STATE_FEATURES:
+            out = out.withColumn(name, F.lit(None).cast("double"))
+    else:
+        out = df
+        for name, table in state_tables(state, ds, cfg).items():
+            out = out.join(table, TABLE_KEYS[name], "left")
+    out = out.withColumn("item_age", item_age(ds, launch, F.col("item_first_seen")))
+    return with_defaults(out).drop("item_first_seen")
+
+
+def online_tables(state: FeatureState, catalog, cfg) -> dict:
+    """What the online store (``serving.store``) serves after the night ``state.as_of``: the
+    features of requests on the next day, one table per key (:data:`TABLE_KEYS`), from the
+    same :func:`state_tables` the examples are built from.
+
+    ``item`` carries the catalog's attributes as the model takes them (the item, category
+    and brand buckets, title words, the log price of its catalog price) beside the item's
+    state features;
+    ``user`` the user bucket, state features and history. Every value is final (defaults
+    applied, arrays padded): serving only looks them up.
+    """
+    from pyspark.sql import functions as F
+
+    from core.layout import shift_ds
+
+    day = shift_ds(state.as_of, 1)
+    tables = state_tables(state, day, cfg)
+    item = catalog.select(
+        "item_id",
+        "title",
+        "category",
+        "brand",
+        F.to_date("launch_date").alias("launch_date"),
+        features.spark_log_price("price").alias("catalog_log_price"),
+    ).join(tables["item"], "item_id", "full")
+    item = item.withColumn(
+        "item_age", item_age(day, F.col("launch_date"), F.col("item_first_seen"))
+    ).withColumn("catalog_log_price", F.coalesce("catalog_log_price", F.lit(0.0)))
+    for name in ("item", "category", "brand"):
+        source = features.ID_FEATURES[name][0]
+        item = item.withColumn(features.id_column(name), features.spark_hash_bucket(name, source))
+    item = item.withColumn(
+        features.TITLE_TOKENS, features.spark_tokens(features.TITLE_TOKENS, "title")
+    )
+    user = tables["user"].withColumn(
+        features.id_column("user"), features.spark_hash_bucket("user", "user_id")
+    )
+    out = {"item": with_defaults(item), "user": with_defaults(user)}
+    out.update({k: tables[k] for k in features.PAIR_STATE})
+    columns = {
+        "item": [
+            "item_id",
+            "category",
+            "catalog_log_price",
+            *(features.id_column(n) for n in ("item", "category", "brand")),
+            features.TITLE_TOKENS,
+            *features.ITEM_STATE,
+        ],
+        "user": [
+            "user_id",
+            features.id_column("user"),
+            *features.USER_STATE,
+            *features.HISTORY_COLUMNS,
+        ],  # fmt: skip
+        **{k: [*TABLE_KEYS[k], v] for k, v in features.PAIR_STATE.items()},
     }
-    # Whatever the state does not know (a new id, no affinity yet) takes the new-id value.
-    for name, value in values.items():
-        out = out.withColumn(name, F.coalesce(value, F.lit(features.STATE_DEFAULTS[name])))
-    return out.drop(*[c for c in out.columns if c.startswith("_")])
+    return {k: out[k].select(*columns[k]) for k in TABLE_KEYS}
 
 
 def user_histories(user_item):
@@ -328,6 +421,12 @@ def read_state(spark, layout, before_ds: str) -> FeatureState | None:
     return FeatureState(as_of, **tables)
 
 
-def write_state(state: FeatureState, layout, write_parquet) -> None:
-    for name, df in state.tables().items():
-        write_parquet(df, layout.feature_state(name, state.as_of), 2)
+def write_state(state: FeatureState, layout, staged, spark) -> FeatureState:
+    """Stage the state's tables (``jobs.preprocess.StagedWrites``); the state read back."""
+    return FeatureState(
+        state.as_of,
+        **{
+            name: staged.read(spark, staged.write(df, layout.feature_state(name, state.as_of), 2))
+            for name, df in state.tables().items()
+        },
+    )

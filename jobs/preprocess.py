@@ -63,7 +63,7 @@ from core.layout import Layout, check_ds, publish_dir, staging_dir
 from core.settings import PreprocessSettings, Settings, load_settings
 from core.summaries import PreprocessSummary, write_summary
 from jobs import ranking
-from jobs.feature_state import day_counts, read_state, update_state, write_state
+from jobs.feature_state import day_counts, online_tables, read_state, update_state, write_state
 
 log = logging.getLogger(__name__)
 
@@ -757,8 +757,14 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
     # guests' are never evaluated, so all of theirs count.
     evaluated = in_holdout & F.col("user_id").isNotNull()
     day = day_counts(clean.filter(~evaluated), state, ds)
-    write_state(update_state(previous, day, cfg.feature_half_life_days), layout, staged.write)
+    written = write_state(
+        update_state(previous, day, cfg.feature_half_life_days), layout, staged, spark
+    )
     steps.done("feature_state")
+    # What the online store serves tomorrow (serving.store loads it: the DAG's materialize).
+    for name, table in online_tables(written, state, cfg).items():
+        staged.write(table, layout.online_table(name, ds), 1)
+    steps.done("online_features")
     labelled.unpersist()
     pool.unpersist()
     marked.unpersist()
@@ -782,6 +788,7 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
         "train_examples": n_examples - n_holdout,
         "holdout_examples": n_holdout,
         "ranking_cases": n_cases,
+        "state_as_of": previous.as_of if previous else None,
         "click_rate": clicks / n_examples if n_examples else 0.0,
         "examples_path": str(layout.examples(ds)),
         "step_seconds": steps.seconds,

@@ -34,6 +34,7 @@ from models.metrics import (
     sampled_ranking,
     score_metrics,
 )
+from serving.scorer import TFLiteScorer
 
 TOP_CATEGORIES = 3
 # Seeds the bootstrap and the random reference ranker: a night's verdict is reproducible.
@@ -145,7 +146,7 @@ def rank_cases(cases, scores: dict[str, np.ndarray]) -> dict[str, RankedCases]:
     return {name: sampled_ranking(ids, y, s, k=10) for name, s in scores.items()}
 
 
-def champion_ranking_on(cases, scorer: ranker.TFLiteScorer, metric: str) -> dict[str, float] | None:
+def champion_ranking_on(cases, scorer: TFLiteScorer, metric: str) -> dict[str, float] | None:
     """The champion's (its int8 ``scorer``) and popularity's ``metric`` on ``cases``
     (:func:`read_ranking_cases`): does the serving model still rank better than popularity?
     None without cases."""
@@ -188,7 +189,7 @@ def score_by_segment(holdout, y, p, masks) -> dict[str, dict]:
     return {name: metric_set(holdout[m], y[m], p[m]) for name, m in masks.items()}
 
 
-def int8_latency(scorer: ranker.TFLiteScorer, x: dict, candidates: int = 100, runs: int = 300):
+def int8_latency(scorer: TFLiteScorer, x: dict, candidates: int = 100, runs: int = 300):
     """p50/p99 milliseconds to score ``candidates`` rows, and batched rows per second."""
     one = {k: v[:candidates] for k, v in x.items()}
     scorer.predict(one, batch_size=candidates)  # warm up, sizes the tensors
@@ -225,16 +226,16 @@ def evaluate_candidate(
     x, y = ranker.to_inputs(holdout), ranker.labels(holdout)
     x_cases = ranker.to_inputs(cases)
     masks = segments(layout, ds, holdout)
-    int8_scorer = ranker.TFLiteScorer(candidate_dir / "int8.tflite")
+    int8_scorer = TFLiteScorer(candidate_dir / "int8.tflite")
     keras_model = ranker.load_ranker(candidate_dir / "model.keras")
     scorers = {
         "candidate_float": lambda v: keras_model.predict(v, batch_size=8192, verbose=0),
         # The float TFLite of the same pruned model: int8 vs this is the quantization alone.
-        "candidate_pruned_float": ranker.TFLiteScorer(candidate_dir / "float.tflite").predict,
+        "candidate_pruned_float": TFLiteScorer(candidate_dir / "float.tflite").predict,
         "candidate_int8": int8_scorer.predict,
     }
     if champion is not None:
-        scorers["champion_int8"] = ranker.TFLiteScorer(champion["int8_tflite"]).predict
+        scorers["champion_int8"] = TFLiteScorer(champion["int8_tflite"]).predict
     scores = {name: _predict(score, x) for name, score in scorers.items()}
     by_model = {name: score_by_segment(holdout, y, p, masks) for name, p in scores.items()}
     candidate = {

@@ -37,13 +37,18 @@ log = logging.getLogger(__name__)
 CHAMPION, PREVIOUS = "champion", "previous"
 HISTORY_LENGTH = 50
 NIGHTLY_PROMOTION = "gate passed on"  # start of the promotion_reason the pipeline writes
-PIP_REQUIREMENTS = [
-    "tensorflow-cpu==2.21.0",
-    "tf-keras==2.21.0",
-    "pandas==2.3.3",
-    "numpy==2.4.6",
-    "xxhash==4.1.0",
-]
+REPO = Path(__file__).resolve().parent.parent
+# What serving needs (no TensorFlow: the scorer is LiteRT's); pins from requirements.txt.
+SERVING_PACKAGES = ("mlflow", "pandas", "numpy", "pyarrow", "xxhash", "ai-edge-litert")
+
+
+def serving_requirements() -> list[str]:
+    pins = {}
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        name, _, version = line.partition("==")
+        if version:
+            pins[name.strip()] = line.strip()
+    return [pins[p] for p in SERVING_PACKAGES]
 
 
 def client(settings: Settings):
@@ -125,8 +130,13 @@ def register_candidate(
     tags: dict,
     promote_if: bool,
     artifacts_extra: list[Path] = (),
+    state_as_of: str | None = None,
 ) -> dict:
     """Log a run, register the candidate as a new version, and promote it if ``promote_if``.
+
+    The version serves from the online store under the data root (``serving.model``),
+    refusing one older than ``state_as_of`` (the night the candidate's newest examples took
+    their features from).
 
     Reruns of a night are idempotent: a candidate whose int8 model (``model_sha256``) is
     already registered for the same ``ds`` is not registered again, and a night promotes at
@@ -137,7 +147,7 @@ def register_candidate(
 
     import mlflow
 
-    from models.serving import RankerPyfunc
+    from serving.inputs import input_example, signature
 
     ensure_experiment(settings)
     candidate_dir = Path(candidate_dir)
@@ -170,7 +180,7 @@ def register_candidate(
                 "already_promoted": promoted_before[0] if promoted_before else None,
             }
     promote_if = promote_if and not promoted_before
-    tags = {**tags, "model_sha256": sha}
+    tags = {**tags, "model_sha256": sha, "state_as_of": state_as_of or "none"}
     with mlflow.start_run(run_name=f"nightly-{tags.get('ds', '')}") as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
@@ -180,17 +190,20 @@ def register_candidate(
                 mlflow.log_artifacts(str(path), artifact_path=f"reports/{path.name}")
             elif path.exists():
                 mlflow.log_artifact(str(path), artifact_path="reports")
-        repo = Path(__file__).resolve().parent.parent
+        store = Layout(settings.data_root).online_store().resolve()
         info = mlflow.pyfunc.log_model(
             name="ranker",
-            python_model=RankerPyfunc(),
+            python_model=str(REPO / "serving" / "model.py"),  # models-from-code
             artifacts={
                 "keras": str(candidate_dir / "model.keras"),
                 "int8_tflite": str(candidate_dir / "int8.tflite"),
                 "float_tflite": str(candidate_dir / "float.tflite"),
             },
-            code_paths=[str(repo / "core"), str(repo / "models")],
-            pip_requirements=PIP_REQUIREMENTS,
+            code_paths=[str(REPO / "core"), str(REPO / "serving")],
+            model_config={"online_store": str(store), "state_as_of": state_as_of},
+            signature=signature(),
+            input_example=input_example(),
+            pip_requirements=serving_requirements(),
             registered_model_name=settings.model_name,
         )
         run_id = run.info.run_id
@@ -291,7 +304,16 @@ def register_day(settings: Settings, ds: str, dry_run: bool = False) -> dict:
         )
     ]
     candidate = layout.candidate_dir(ds)
-    result = register_candidate(settings, candidate, params, metrics, tags, promote, reports)
+    result = register_candidate(
+        settings,
+        candidate,
+        params,
+        metrics,
+        tags,
+        promote,
+        reports,
+        pre.state_as_of if pre else None,
+    )
     if dry_run:
         why = "dry run: never promotes"
     elif promote and result.get("already_promoted"):

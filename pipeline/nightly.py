@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 STAGES = (
     "preprocess",
     "validate",
+    "materialize",
     "choose_strategy",
     "fine_tune",
     "compress",
@@ -107,6 +108,16 @@ def validate(ds: str, settings: Settings) -> dict:
     return validate_day(get_spark(settings.preprocess), ds, settings)
 
 
+@fails_clearly_on_full_disk("materialize")
+def materialize(ds: str, settings: Settings) -> dict:
+    """Load the features served after the night ``ds`` into the online store."""
+    from core.summaries import MaterializeSummary
+    from serving.store import load_night
+
+    layout = Layout(settings.data_root)
+    return write_summary(layout, {"ds": ds, **load_night(layout, ds)}, MaterializeSummary)
+
+
 @fails_clearly_on_full_disk("choose_strategy")
 def choose_strategy(ds: str, settings: Settings, override: str | None = None) -> dict:
     """Fetch the champion, rank the day's held-out cases with it and with popularity, and
@@ -114,9 +125,9 @@ def choose_strategy(ds: str, settings: Settings, override: str | None = None) ->
     from core.features import LABEL
     from models.evaluate import champion_ranking_on, read_ranking_cases
     from models.metrics import RANKING_METRICS
-    from models.ranker import TFLiteScorer
     from models.registry import fetch_champion
     from models.strategy import choose_strategy as policy
+    from serving.scorer import TFLiteScorer
 
     started = time.perf_counter()
     gate = settings.gate
@@ -225,6 +236,7 @@ def run_all(ds: str, settings: Settings, override: str | None = None, dry_run: b
     try:
         run("preprocess")
         run("validate")
+        run("materialize")
         result = run("choose_strategy", override)
         if result["strategy"] != "skip":
             run("fine_tune")

@@ -9,7 +9,8 @@ What is kept, per ``[retention]`` settings (days count back from ``ds``, ``ds`` 
 * ``clean/``, ``quarantine/``, ``examples/``: the last ``data_days`` days. Replay and
   retraining read at most ``max(replay_days, retrain_history_days)`` days of examples, and
   validation compares with ``volume_window_days``: a setting below what those need is refused.
-* ``state/items/``: the last ``state_days`` snapshots (each day reads only the one before).
+* ``state/``, ``online/``: the last ``state_days`` snapshots (each day reads only the one
+  before; the online store loads the newest).
 * ``models/``: candidate models, downloaded champions and checkpoints of the last
   ``model_days`` days.
 * ``runs/``: the small per-stage summaries, ``runs_days`` days (a year by default).
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from core import features
 from core.layout import Layout, check_ds, shift_ds
 from core.settings import Settings, load_settings
 from core.summaries import CleanupSummary, write_summary
@@ -49,6 +51,7 @@ KINDS = {
     ("state", "user_stats"): "state_days",
     ("state", "user_category"): "state_days",
     ("state", "user_item"): "state_days",
+    **{("online", table): "state_days" for table in features.ONLINE_TABLES},
     ("models",): "model_days",
     ("runs",): "runs_days",
     ("raw", "events"): "raw_days",

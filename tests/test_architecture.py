@@ -12,11 +12,12 @@ REPO = Path(__file__).resolve().parent.parent
 LAYERS: dict[str, set[str]] = {
     "core": set(),
     "jobs": {"core"},
-    "models": {"core"},
-    "pipeline": {"core", "jobs", "models"},
-    "ops": {"core", "jobs", "models", "pipeline"},
-    "benchmarks": {"core", "jobs", "models", "pipeline", "ops"},
-    "dags": {"core", "jobs", "models", "pipeline"},
+    "serving": {"core"},
+    "models": {"core", "serving"},
+    "pipeline": {"core", "jobs", "serving", "models"},
+    "ops": {"core", "jobs", "serving", "models", "pipeline"},
+    "benchmarks": {"core", "jobs", "serving", "models", "pipeline", "ops"},
+    "dags": {"core", "jobs", "serving", "models", "pipeline"},
 }
 
 

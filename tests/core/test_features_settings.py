@@ -42,15 +42,6 @@ def test_hash_bucket_ranges_and_missing():
     )
 
 
-def test_feature_row_builds_every_model_input():
-    row = features.feature_row({"user_id": "u1", "item_id": "i1", "price": 9.0, "position": 3})
-    assert set(row) == set(features.MODEL_COLUMNS)
-    assert row["category_bucket"] == 0  # missing category -> reserved bucket 0
-    assert row[features.HISTORY_BUCKETS] == [0] * features.HISTORY_LENGTH  # a new user
-    assert row["position"] == pytest.approx(3 / features.MAX_POSITION)
-    assert row["log_price"] == pytest.approx(2.302585, rel=1e-5)
-
-
 def test_history_keeps_the_latest_items_weighted_by_their_share_of_actions():
     items = [(f"i{k}", 1.0) for k in range(12)]
     items[0] = ("i0", 3.0)
@@ -61,12 +52,6 @@ def test_history_keeps_the_latest_items_weighted_by_their_share_of_actions():
     assert sum(weights) == pytest.approx(1.0)
     buckets, weights = features.history([("i1", 2.0)])
     assert buckets[1:] == [0] * 9 and weights == [1.0] + [0.0] * 9
-    row = features.feature_row(
-        {"item_id": "i1", "history_buckets": buckets, "history_weights": weights}
-    )
-    assert row[features.HISTORY_BUCKETS] == buckets
-    with pytest.raises(ValueError, match="history_weights: 2 values, expected 10"):
-        features.feature_row({"item_id": "i1", "history_weights": [0.5, 0.5]})
 
 
 def test_layout_rejects_bad_dates_and_paths_outside_root(tmp_path):

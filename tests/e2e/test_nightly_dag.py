@@ -18,6 +18,7 @@ from core.layout import Layout, read_json
 from core.settings import load_settings, world_env
 from ops import simulate
 from ops.demo import airflow, run_day
+from serving.scorer import TFLiteScorer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -83,7 +84,7 @@ def test_registry_has_two_versions_a_champion_and_a_working_int8_model(world, tm
 
     fetched = registry.fetch_version(settings, champion, tmp_path / "champion")
     assert Path(fetched["int8_tflite"]).suffix == ".tflite"
-    scorer = ranker.TFLiteScorer(fetched["int8_tflite"])
+    scorer = TFLiteScorer(fetched["int8_tflite"])
     holdout = ranker.read_examples([Layout(settings.data_root).examples(DAYS[1])], "holdout")
     scores = scorer.predict(ranker.to_inputs(holdout))
     assert scores.shape == (len(holdout),)

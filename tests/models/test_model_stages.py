@@ -6,7 +6,6 @@ import dataclasses
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from core import features
@@ -16,6 +15,7 @@ from models.compress import compress_model
 from models.evaluate import evaluate_candidate
 from models.metrics import auc
 from models.train import finetune
+from serving.scorer import TFLiteScorer
 
 from .conftest import click_counts, make_examples, make_ranking_cases, write_day, write_ranking
 
@@ -156,8 +156,6 @@ def test_light_strategy_freezes_the_mlp(two_days):
 
 
 def test_compress_evaluate_register_promote_and_rollback(two_days):
-    import mlflow.pyfunc
-
     from models import registry
 
     s, layout = two_days
@@ -170,7 +168,7 @@ def test_compress_evaluate_register_promote_and_rollback(two_days):
     assert sizes["int8_tflite"]["bytes"] * 3 < sizes["float_tflite"]["bytes"]
     assert comp["sparsity_by_layer"]["mlp_0"] == pytest.approx(s.compress.target_sparsity, abs=0.02)
     df1, x1, y1 = _holdout(layout, D1)
-    int8 = ranker.TFLiteScorer(out1 / "int8.tflite").predict(x1)
+    int8 = TFLiteScorer(out1 / "int8.tflite").predict(x1)
     assert int8.shape == y1.shape and np.all((int8 >= 0) & (int8 <= 1))
     assert auc(y1, int8) > 0.7
 
@@ -233,20 +231,3 @@ def test_compress_evaluate_register_promote_and_rollback(two_days):
     )
     assert [h["version"] for h in history] == [v1["version"], v2["version"], v1["version"]]
     assert history[-1]["reason"] == "rollback: bad model" and history[-1]["from"] == v2["version"]
-
-    # The champion served through the pyfunc flavour scores raw rows like the int8 model.
-    model = mlflow.pyfunc.load_model(f"models:/{s.model_name}@champion")
-    raw = pd.DataFrame(
-        {
-            "user_id": ["u1", "u2"],
-            "item_id": ["i3", "i4"],
-            "category": "c3",
-            "brand": "b3",
-            "query": "c3",
-            "price": [20.0, 30.0],
-        }
-    )
-    from models.serving import frame_to_inputs
-
-    expected = ranker.TFLiteScorer(out1 / "int8.tflite").predict(frame_to_inputs(raw))
-    np.testing.assert_allclose(np.asarray(model.predict(raw)), expected, rtol=1e-6)

@@ -6,6 +6,7 @@ from core.layout import Layout
 from core.summaries import (
     CompressSummary,
     EvaluateSummary,
+    PreprocessSummary,
     StrategyDecision,
     TrainSummary,
     write_summary,
@@ -17,6 +18,11 @@ DS = "2026-11-20"
 
 def test_register_logs_the_ranking_figures_and_intervals(settings, monkeypatch):
     layout = Layout(settings.data_root)
+    write_summary(
+        layout,
+        PreprocessSummary(ds=DS, rows_in=10, clean=10, quarantined=0, duplicates=0, examples=10,
+                          train_examples=8, holdout_examples=2, state_as_of="2026-11-19"),
+    )  # fmt: skip
     write_summary(layout, StrategyDecision(ds=DS, strategy="full", reasons=["r"]))
     write_summary(
         layout,
@@ -50,14 +56,15 @@ def test_register_logs_the_ranking_figures_and_intervals(settings, monkeypatch):
     )
     logged = {}
 
-    def fake_register(settings, candidate, params, metrics, tags, promote, reports):
-        logged.update(metrics=metrics, promote=promote)
+    def fake_register(settings, candidate, params, metrics, tags, promote, reports, state_as_of):
+        logged.update(metrics=metrics, promote=promote, state_as_of=state_as_of)
         return {"version": "2", "promoted": promote, "already_promoted": None}
 
     monkeypatch.setattr(registry, "register_candidate", fake_register)
     registry.register_day(settings, DS)
     metrics = logged["metrics"]
     assert logged["promote"] is True
+    assert logged["state_as_of"] == "2026-11-19"  # the serving store may not be older
     assert metrics["ranking_cases"] == 500
     assert metrics["ranking.candidate_int8.hr_at_10"] == 0.5
     assert metrics["ranking.popularity.hr_at_10"] == 0.4

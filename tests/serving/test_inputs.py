@@ -1,0 +1,167 @@
+"""Request rows become model inputs with the online store's features (no Spark, no model):
+known ids take the stored values, new ids and guests what training gave them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import features
+from serving import store as online
+from serving.inputs import RAW_COLUMNS, input_example, model_inputs, signature
+
+ITEM_STATE = {name: 0.1 * (k + 1) for k, name in enumerate(features.ITEM_STATE)}
+USER_STATE = {name: 0.05 * (k + 1) for k, name in enumerate(features.USER_STATE)}
+HISTORY = [features.hash_bucket("item", "i1")] + [0] * (features.HISTORY_LENGTH - 1)
+
+
+def tables() -> dict[str, pd.DataFrame]:
+    """The store's tables as jobs.feature_state.online_tables writes them: item i1 (shoes),
+    user u1 who bought i1 and likes shoes."""
+    title = features.tokens(features.TITLE_TOKENS, "Red running shoe")
+    item = pd.DataFrame(
+        {
+            "item_id": ["i1"],
+            "category": ["shoes"],
+            "catalog_log_price": [float(features.log_price(20.0))],
+            "item_bucket": [features.hash_bucket("item", "i1")],
+            "category_bucket": [features.hash_bucket("category", "shoes")],
+            "brand_bucket": [features.hash_bucket("brand", "acme")],
+            features.TITLE_TOKENS: [np.array(title)],
+            **{k: [v] for k, v in ITEM_STATE.items()},
+        }
+    )
+    user = pd.DataFrame(
+        {
+            "user_id": ["u1"],
+            "user_bucket": [features.hash_bucket("user", "u1")],
+            **{k: [v] for k, v in USER_STATE.items()},
+            features.HISTORY_BUCKETS: [np.array(HISTORY)],
+            features.HISTORY_WEIGHTS: [np.array([1.0] + [0.0] * 9)],
+        }
+    )
+    pairs = {
+        "user_category": pd.DataFrame(
+            {"user_id": ["u1"], "category": ["shoes"], "user_category_affinity": [0.75]}
+        ),
+        "user_item": pd.DataFrame(
+            {"user_id": ["u1"], "item_id": ["i1"], "user_item_affinity": [0.5]}
+        ),
+    }
+    return {"item": item, "user": user, **pairs}
+
+
+@pytest.fixture
+def store(tmp_path):
+    path = tmp_path / "store.sqlite"
+    assert online.load(path, tables(), "2026-11-20") == {t: 1 for t in online.KEYS}
+    return online.OnlineStore(path)
+
+
+def dense(inputs, row: int) -> dict[str, np.float32]:
+    return dict(zip(features.DENSE_FEATURES, inputs["dense"][row], strict=True))
+
+
+def new_id(name: str) -> np.float32:
+    """What the model gets for a feature of an id the state has never seen."""
+    return np.float32(features.STATE_DEFAULTS[name])
+
+
+def test_known_ids_take_the_stored_features_new_ids_and_guests_the_new_id_values(store):
+    raw = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u_new", None],
+            "item_id": ["i1", "i_new", "i1", "i1"],
+            "query": ["Red  Shoes", None, "red shoes", None],
+            "price": [np.nan, 5.0, 30.0, None],
+            "position": [3, None, 0, 80],
+        }
+    )
+    inputs, found = model_inputs(raw, store)
+    assert found == {"users": 2, "users_known": 1, "items": 2, "items_known": 1}
+    ids = {c: inputs[c].ravel().tolist() for c in features.ID_COLUMNS}
+    i1, u1 = features.hash_bucket("item", "i1"), features.hash_bucket("user", "u1")
+    assert ids["item_bucket"] == [i1, features.hash_bucket("item", "i_new"), i1, i1]
+    assert ids["user_bucket"] == [u1, u1, features.hash_bucket("user", "u_new"), 0]
+    shoes = features.hash_bucket("category", "shoes")
+    assert ids["category_bucket"] == [shoes, 0, shoes, shoes]
+    red_shoes = features.hash_bucket("query", "red shoes")
+    assert ids["query_bucket"] == [red_shoes, 0, red_shoes, 0]
+
+    known = dense(inputs, 0)  # u1 x i1: every state feature from the store
+    for name, value in {**ITEM_STATE, **USER_STATE}.items():
+        assert known[name] == pytest.approx(value), name
+    assert known["user_category_affinity"] == 0.75 and known["user_item_affinity"] == 0.5
+    assert known["log_price"] == pytest.approx(np.log1p(20.0))  # no price: the catalog's
+    assert known["position"] == pytest.approx(3 / features.MAX_POSITION)
+    assert list(inputs[features.HISTORY_BUCKETS][0]) == HISTORY
+    assert list(inputs[features.TITLE_TOKENS][0]) == features.tokens(
+        features.TITLE_TOKENS, "Red running shoe"
+    )
+
+    new_item = dense(inputs, 1)  # a new item: the new-id values, its own price
+    for name in features.ITEM_STATE:
+        assert new_item[name] == new_id(name), name
+    assert new_item["log_price"] == pytest.approx(np.log1p(5.0))
+    assert new_item["user_item_affinity"] == 0 and list(inputs[features.TITLE_TOKENS][1]) == [0] * 8
+    for row in (2, 3):  # a new user and a guest: no state, no history
+        values = dense(inputs, row)
+        for name in (*features.USER_STATE, *features.PAIR_STATE.values()):
+            assert values[name] == new_id(name), (row, name)
+        assert not inputs[features.HISTORY_WEIGHTS][row].any()
+    assert dense(inputs, 3)["position"] == 1.0  # capped at MAX_POSITION
+
+
+def test_the_request_catalog_fields_win_over_the_store(store):
+    raw = pd.DataFrame(
+        {"user_id": ["u1"], "item_id": ["i1"], "category": ["bags"], "title": ["Blue bag"]}
+    )
+    inputs, _ = model_inputs(raw, store)
+    assert inputs["category_bucket"][0, 0] == features.hash_bucket("category", "bags")
+    assert inputs["brand_bucket"][0, 0] == features.hash_bucket("brand", "acme")  # not given
+    assert list(inputs[features.TITLE_TOKENS][0]) == features.tokens(
+        features.TITLE_TOKENS, "Blue bag"
+    )
+    assert dense(inputs, 0)["user_category_affinity"] == 0  # u1 never bought bags
+
+
+def test_inputs_without_a_store_are_a_new_users_and_items(store):
+    raw = input_example()
+    with_store, _ = model_inputs(raw, None)
+    assert set(with_store) == set(features.MODEL_INPUTS)
+    assert with_store["dense"].shape == (2, len(features.DENSE_FEATURES))
+    assert with_store[features.HISTORY_BUCKETS].shape == (2, features.HISTORY_LENGTH)
+    for name in features.STATE_FEATURES:
+        column = with_store["dense"][:, features.DENSE_FEATURES.index(name)]
+        assert (column == new_id(name)).all(), name
+
+
+def test_bad_requests_name_the_column_or_row(store):
+    with pytest.raises(ValueError, match="lack the column 'item_id'"):
+        model_inputs(pd.DataFrame({"user_id": ["u1"]}), store)
+    with pytest.raises(ValueError, match="request row 1: item_id is missing"):
+        model_inputs(pd.DataFrame({"item_id": ["i1", None]}), store)
+
+
+def test_a_store_behind_the_model_is_refused_and_a_newer_night_is_picked_up(store, tmp_path):
+    path = store.path
+    with pytest.raises(online.StoreBehindError, match="after 2026-11-20.*after 2026-11-21"):
+        online.OnlineStore(path, min_state_as_of="2026-11-21")
+    assert online.OnlineStore(path, min_state_as_of="2026-11-19").state_as_of == "2026-11-20"
+    newer = tables()
+    newer["user"]["user_ctr"] = 0.9
+    online.load(path, newer, "2026-11-21")  # the next night, renamed over the old file
+    assert store.refresh() and store.state_as_of == "2026-11-21"
+    inputs, _ = model_inputs(pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"]}), store)
+    assert dense(inputs, 0)["user_ctr"] == pytest.approx(0.9)
+    assert not store.refresh()
+    with pytest.raises(FileNotFoundError, match="run the nightly DAG's materialize"):
+        online.OnlineStore(tmp_path / "none.sqlite")
+
+
+def test_the_signature_lists_the_request_columns_and_requires_only_item_id():
+    sig = signature()
+    assert sig.inputs.input_names() == list(RAW_COLUMNS)
+    assert [c.name for c in sig.inputs.inputs if c.required] == ["item_id"]
+    assert list(input_example()) == list(RAW_COLUMNS)
