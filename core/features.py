@@ -57,7 +57,13 @@ PAIR_STATE: dict[str, str] = {
     "user_category": "user_category_affinity",
     "user_item": "user_item_affinity",
 }
-ONLINE_TABLES: tuple[str, ...] = ("item", "user", *PAIR_STATE)
+# The key of each of those tables.
+ONLINE_KEYS: dict[str, tuple[str, ...]] = {
+    "item": ("item_id",),
+    "user": ("user_id",),
+    "user_category": ("user_id", "category"),
+    "user_item": ("user_id", "item_id"),
+}
 DENSE_FEATURES: tuple[str, ...] = ("log_price", "position", *STATE_FEATURES)
 # The user's history: the items of their HISTORY_LENGTH most recent actions in the feature
 # state (most recent first), as item buckets (the item feature's hashing, so the model pools

@@ -239,16 +239,6 @@ def state_tables(state: FeatureState, ds: str, cfg) -> dict:
     return {"item": item, "user": user, "user_category": user_category, "user_item": user_item}
 
 
-# The key of each of state_tables' tables (features.ONLINE_TABLES).
-TABLE_KEYS: dict[str, list[str]] = {
-    "item": ["item_id"],
-    "user": ["user_id"],
-    "user_category": ["user_id", "category"],
-    "user_item": ["user_id", "item_id"],
-}
-assert tuple(TABLE_KEYS) == features.ONLINE_TABLES
-
-
 def item_age(ds: str, launch, first_seen):
     """The ``item_age`` feature on day ``ds``: days since the catalog's launch date (else
     since the state first saw the item), log-scaled; null when neither is known."""
@@ -292,15 +282,15 @@ def add_state_features(df, state: FeatureState | None, ds: str, cfg):
     else:
         out = df
         for name, table in state_tables(state, ds, cfg).items():
-            out = out.join(table, TABLE_KEYS[name], "left")
+            out = out.join(table, list(features.ONLINE_KEYS[name]), "left")
     out = out.withColumn("item_age", item_age(ds, launch, F.col("item_first_seen")))
     return with_defaults(out).drop("item_first_seen")
 
 
 def online_tables(state: FeatureState, catalog, cfg) -> dict:
     """What the online store (``serving.store``) serves after the night ``state.as_of``: the
-    features of requests on the next day, one table per key (:data:`TABLE_KEYS`), from the
-    same :func:`state_tables` the examples are built from.
+    features of requests on the next day, one table per key (``core.features.ONLINE_KEYS``),
+    from the same :func:`state_tables` the examples are built from.
 
     ``item`` carries the catalog's attributes as the model takes them (the item, category
     and brand buckets, title words, the log price of its catalog price) beside the item's
@@ -351,9 +341,9 @@ def online_tables(state: FeatureState, catalog, cfg) -> dict:
             *features.USER_STATE,
             *features.HISTORY_COLUMNS,
         ],  # fmt: skip
-        **{k: [*TABLE_KEYS[k], v] for k, v in features.PAIR_STATE.items()},
+        **{k: [*features.ONLINE_KEYS[k], v] for k, v in features.PAIR_STATE.items()},
     }
-    return {k: out[k].select(*columns[k]) for k in TABLE_KEYS}
+    return {k: out[k].select(*columns[k]) for k in features.ONLINE_KEYS}
 
 
 def user_histories(user_item):

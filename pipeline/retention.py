@@ -51,7 +51,7 @@ KINDS = {
     ("state", "user_stats"): "state_days",
     ("state", "user_category"): "state_days",
     ("state", "user_item"): "state_days",
-    **{("online", table): "state_days" for table in features.ONLINE_TABLES},
+    **{("online", table): "state_days" for table in features.ONLINE_KEYS},
     ("models",): "model_days",
     ("runs",): "runs_days",
     ("raw", "events"): "raw_days",

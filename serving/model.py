@@ -19,13 +19,12 @@ import mlflow.pyfunc
 from mlflow.models import set_model
 
 log = logging.getLogger(__name__)
-STORE_ENV = "FRESHRANK_ONLINE_STORE"
 
 
 class RankerModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from serving.scorer import TFLiteScorer
-        from serving.store import OnlineStore
+        from serving.store import STORE_ENV, OnlineStore
 
         config = context.model_config or {}
         path = os.environ.get(STORE_ENV) or config.get("online_store")

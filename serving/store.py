@@ -47,12 +47,7 @@ VECTORS: dict[str, tuple[str, ...]] = {
         *(f"{c}[{i}]" for c in features.HISTORY_COLUMNS for i in range(features.HISTORY_LENGTH)),
     ),
 }
-KEYS: dict[str, tuple[str, ...]] = {
-    "item": ("item_id",),
-    "user": ("user_id",),
-    "user_category": ("user_id", "category"),
-    "user_item": ("user_id", "item_id"),
-}
+KEYS = features.ONLINE_KEYS
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE item (item_id TEXT PRIMARY KEY, category TEXT, v BLOB NOT NULL) WITHOUT ROWID;
@@ -63,6 +58,8 @@ CREATE TABLE user_item (user_id TEXT, item_id TEXT, v REAL NOT NULL,
                         PRIMARY KEY (user_id, item_id)) WITHOUT ROWID;
 """
 log = logging.getLogger(__name__)
+# Where serving finds the store when not where the model version says (another mount).
+STORE_ENV = "FRESHRANK_ONLINE_STORE"
 CHUNK = 900  # ids per IN (...) query: under SQLite's smallest variable limit (999)
 
 

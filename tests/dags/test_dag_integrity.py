@@ -52,6 +52,8 @@ def test_nightly_wiring_and_params(dagbag):
     ]
     for up, down in zip(order, order[1:], strict=False):
         assert down in dag.get_task(up).downstream_task_ids
+    # The online store gets the day's features once the data passed validation.
+    assert dag.get_task("validate").downstream_task_ids == {"materialize", "choose_strategy"}
     assert set(dag.params.keys()) >= {"ds", "strategy", "dry_run", "workers"}
     # Nightly by the clock (logical date = the data day) or when a delivery is announced.
     assert "Data" in type(dag.timetable.timetable).__name__

@@ -19,6 +19,7 @@ from core.settings import load_settings, world_env
 from ops import simulate
 from ops.demo import airflow, run_day
 from serving.scorer import TFLiteScorer
+from serving.store import OnlineStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -68,6 +69,9 @@ def test_both_dag_runs_succeed_and_record_every_stage(world):
         pre = read_json(layout.run_dir(ds) / "preprocess.json")
         assert pre["reconciled"] and pre["examples"] > 0
         assert (layout.examples(ds) / "_SUCCESS").exists()
+        materialized = read_json(layout.run_dir(ds) / "materialize.json")
+        assert materialized["loaded"] and materialized["rows"]["item"] > 0
+    assert OnlineStore(layout.online_store()).state_as_of == DAYS[1]  # not the bad day's
 
 
 def test_registry_has_two_versions_a_champion_and_a_working_int8_model(world, tmp_path):
@@ -101,6 +105,7 @@ def test_bad_delivery_stops_the_night_with_the_reason_recorded(world):
     assert failure["failed_stage"] == "validate"
     assert "expect_column_mean_to_be_between(label_click)" in failure["reason"]
     assert not (layout.run_dir(BAD_DAY) / "fine_tune.json").exists()  # nothing trained
+    assert not (layout.run_dir(BAD_DAY) / "materialize.json").exists()  # nor served
     c = registry.client(settings)
     runs = c.search_runs(
         [c.get_experiment_by_name(settings.experiment).experiment_id],
