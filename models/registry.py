@@ -38,8 +38,9 @@ CHAMPION, PREVIOUS = "champion", "previous"
 HISTORY_LENGTH = 50
 NIGHTLY_PROMOTION = "gate passed on"  # start of the promotion_reason the pipeline writes
 REPO = Path(__file__).resolve().parent.parent
-# What serving needs (no TensorFlow: the scorer is LiteRT's); pins from requirements.txt.
-SERVING_PACKAGES = ("mlflow", "pandas", "numpy", "pyarrow", "xxhash", "ai-edge-litert")
+# What serving needs: no TensorFlow (the scorer is LiteRT's), no Spark, MLflow's skinny
+# package (pyfunc and scoring server); versions pinned as in requirements.txt.
+SERVING_PACKAGES = ("mlflow-skinny", "pandas", "numpy", "xxhash", "ai-edge-litert")
 
 
 def serving_requirements() -> list[str]:
@@ -47,8 +48,9 @@ def serving_requirements() -> list[str]:
     for line in (REPO / "requirements.txt").read_text().splitlines():
         name, _, version = line.partition("==")
         if version:
-            pins[name.strip()] = line.strip()
-    return [pins[p] for p in SERVING_PACKAGES]
+            pins[name.strip()] = version.strip()
+    pins["mlflow-skinny"] = pins["mlflow"]  # the same release as the full package
+    return [f"{p}=={pins[p]}" for p in SERVING_PACKAGES]
 
 
 def client(settings: Settings):

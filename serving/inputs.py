@@ -38,7 +38,7 @@ def _codes(raw: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
     or no such column)."""
     if column not in raw:
         return np.full(len(raw), -1, np.int64), []
-    codes, uniques = pd.factorize(raw[column])
+    codes, uniques = pd.factorize(raw[column].to_numpy())
     return codes.astype(np.int64), [str(v) for v in uniques]
 
 
@@ -106,7 +106,10 @@ def _pair_values(store, table: str, users: list, user_codes, keys: list, key_cod
 def _numbers(raw: pd.DataFrame, column: str) -> np.ndarray:
     if column not in raw:
         return np.full(len(raw), np.nan)
-    return pd.to_numeric(raw[column], errors="coerce").to_numpy(np.float64)
+    values = raw[column]
+    if values.dtype.kind not in "fiu":  # strings, None: what is not a number is missing
+        values = pd.to_numeric(values, errors="coerce")
+    return values.to_numpy(np.float64, na_value=np.nan)
 
 
 def model_inputs(raw: pd.DataFrame, store: OnlineStore | None) -> tuple[dict, dict]:
