@@ -3,7 +3,8 @@
 Every candidate becomes a version of the registered model (default ``ranker``), logged as
 an MLflow pyfunc from code (``serving/model.py``) that serves the int8 TFLite model with the
 online store's features, and carries the float ``model.keras`` (with optimizer state, for
-tomorrow's warm start) and both TFLite files as artifacts. The run holds metrics, params and lineage tags. Aliases:
+tomorrow's warm start) and both TFLite files as artifacts. The run holds metrics, params
+and lineage tags. Aliases:
 
 * ``champion``: what serves; moves only when the gate passed;
 * ``previous``: the champion before the last promotion, so rollback is one step.
