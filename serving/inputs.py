@@ -43,12 +43,10 @@ def _codes(raw: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
 
 
 def _per_row(codes: np.ndarray, per_unique: np.ndarray, missing) -> np.ndarray:
-    """``per_unique[code]`` for each row, ``missing`` where the row has no value."""
-    out = np.empty((len(codes), *per_unique.shape[1:]), per_unique.dtype)
-    out[...] = missing
-    has = codes >= 0
-    out[has] = per_unique[codes[has]]
-    return out
+    """``per_unique[code]`` for each row, ``missing`` where the row has no value (code -1:
+    the row appended last)."""
+    last = np.full((1, *per_unique.shape[1:]), missing, per_unique.dtype)
+    return np.concatenate([per_unique, last])[codes]
 
 
 def _hashed(name: str, values: list) -> np.ndarray:
@@ -92,15 +90,25 @@ def _given_or_stored(codes: np.ndarray, given: np.ndarray, stored: np.ndarray) -
 def _pair_values(store, table: str, users: list, user_codes, keys: list, key_codes):
     """The pair feature of ``table`` per row; the new-id value where the store has none."""
     default = features.STATE_DEFAULTS[features.PAIR_STATE[table]]
+    out = np.full(len(user_codes), default, np.float32)
     rows = store.pairs(table, users) if store is not None and users and keys else []
     if not rows:
-        return np.full(len(user_codes), default, np.float32)
-    user_at = {u: i for i, u in enumerate(users)}
-    key_at = {k: i for i, k in enumerate(keys)}
+        return out
+    row_users, row_keys, values = zip(*rows, strict=True)
+    fu = pd.Index(users).get_indexer(row_users)
+    fk = pd.Index(keys).get_indexer(row_keys)
+    ok = fk >= 0
+    if not ok.any():
+        return out
     width = len(keys) + 1
-    fetched = {user_at[u] * width + key_at[k]: v for u, k, v in rows if k in key_at}
-    codes = np.where((user_codes >= 0) & (key_codes >= 0), user_codes * width + key_codes, -1)
-    return np.fromiter((fetched.get(c, default) for c in codes.tolist()), np.float32, len(codes))
+    fetched = fu[ok] * width + fk[ok]  # one code per (user, key) pair
+    order = np.argsort(fetched)
+    fetched, values = fetched[order], np.asarray(values, np.float32)[ok][order]
+    wanted = np.where((user_codes >= 0) & (key_codes >= 0), user_codes * width + key_codes, -1)
+    at = np.minimum(np.searchsorted(fetched, wanted), len(fetched) - 1)
+    hit = fetched[at] == wanted
+    out[hit] = values[at[hit]]
+    return out
 
 
 def _numbers(raw: pd.DataFrame, column: str) -> np.ndarray:
@@ -181,9 +189,9 @@ def model_inputs(raw: pd.DataFrame, store: OnlineStore | None) -> tuple[dict, di
     dense["user_item_affinity"] = _pair_values(
         store, "user_item", user_ids, user_codes, item_ids, item_codes
     )
-    inputs["dense"] = np.column_stack([dense[c] for c in features.DENSE_FEATURES]).astype(
-        np.float32
-    )
+    inputs["dense"] = np.empty((len(raw), len(features.DENSE_FEATURES)), np.float32)
+    for k, name in enumerate(features.DENSE_FEATURES):
+        inputs["dense"][:, k] = dense[name]
     found = {
         "users": len(user_ids),
         "users_known": int(users.found.sum()),
