@@ -94,9 +94,11 @@ def _pair_values(store, table: str, users: list, user_codes, keys: list, key_cod
     rows = store.pairs(table, users) if store is not None and users and keys else []
     if not rows:
         return out
-    row_users, row_keys, values = zip(*rows, strict=True)
-    fu = pd.Index(users).get_indexer(row_users)
-    fk = pd.Index(keys).get_indexer(row_keys)
+    user_at = {u: i for i, u in enumerate(users)}
+    key_at = {k: i for i, k in enumerate(keys)}
+    fu = np.fromiter((user_at[r[0]] for r in rows), np.int64, len(rows))
+    fk = np.fromiter((key_at.get(r[1], -1) for r in rows), np.int64, len(rows))
+    values = [r[2] for r in rows]
     ok = fk >= 0
     if not ok.any():
         return out
