@@ -340,7 +340,7 @@ def online_tables(state: FeatureState, catalog, cfg) -> dict:
             features.id_column("user"),
             *features.USER_STATE,
             *features.HISTORY_COLUMNS,
-        ],  # fmt: skip
+        ],
         **{k: [*features.ONLINE_KEYS[k], v] for k, v in features.PAIR_STATE.items()},
     }
     return {k: out[k].select(*columns[k]) for k in features.ONLINE_KEYS}

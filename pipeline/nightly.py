@@ -17,6 +17,7 @@ from core.layout import Layout, check_ds
 from core.settings import Settings, load_settings
 from core.summaries import (
     FailureSummary,
+    MaterializeSummary,
     PreprocessSummary,
     StrategyDecision,
     ValidateSummary,
@@ -111,7 +112,6 @@ def validate(ds: str, settings: Settings) -> dict:
 @fails_clearly_on_full_disk("materialize")
 def materialize(ds: str, settings: Settings) -> dict:
     """Load the features served after the night ``ds`` into the online store."""
-    from core.summaries import MaterializeSummary
     from serving.store import load_night
 
     layout = Layout(settings.data_root)

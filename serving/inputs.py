@@ -164,9 +164,9 @@ def model_inputs(raw: pd.DataFrame, store: OnlineStore | None) -> tuple[dict, di
     inputs[features.QUERY_TOKENS] = _per_row(
         query_codes, _tokens(features.QUERY_TOKENS, queries), 0
     )
-    for column in features.HISTORY_COLUMNS:
-        per_user = np.where(users.found[:, None], users.array(column), 0)
-        inputs[column] = _per_row(user_codes, per_user.astype(features.array_dtype(column)), 0)
+    for column in features.HISTORY_COLUMNS:  # an unknown user's vector is zeros: no history
+        per_user = users.array(column).astype(features.array_dtype(column))
+        inputs[column] = _per_row(user_codes, per_user, 0)
 
     # Dense: price and position from the request, state features from the store.
     price = _numbers(raw, "price")
