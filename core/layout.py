@@ -26,6 +26,7 @@ import contextlib
 import datetime as dt
 import json
 import math
+import operator
 import os
 import shutil
 import uuid
@@ -41,6 +42,17 @@ def check_ds(ds: str) -> str:
     if len(ds) != 10:
         raise ValueError(f"logical date must be YYYY-MM-DD, got {ds!r}")
     return ds
+
+
+def check_hour(hour: int) -> int:
+    """Return ``hour`` if it is an hour of the day (an integer 0..23), else raise."""
+    try:
+        value = operator.index(hour)
+    except TypeError:
+        value = -1
+    if isinstance(hour, bool) or not 0 <= value <= 23:
+        raise ValueError(f"hour must be an integer 0..23, got {hour!r}")
+    return value
 
 
 def shift_ds(ds: str, days: int) -> str:
@@ -65,6 +77,10 @@ class Layout:
 
     def raw_events(self, ds: str) -> Path:
         return self._day("raw", "events", ds=ds)
+
+    def raw_events_hour(self, ds: str, hour: int) -> Path:
+        """``raw/events/dt=<ds>/hour=<HH>``: the events of one hour, delivered on their own."""
+        return self.raw_events(ds) / f"hour={check_hour(hour):02d}"
 
     def raw_items(self, ds: str) -> Path:
         return self._day("raw", "items", ds=ds)

@@ -4,10 +4,10 @@ The default data source of the demo, the benchmarks and the tests; the pipeline 
 its data came from here. Run it with::
 
     python -m ops.simulate --data-root var/data --start 2026-11-20 --days 3 --scale demo \
-        [--seed 7] [--dirty] [--no-gzip] [--first-day N]
+        [--seed 7] [--dirty] [--no-gzip] [--first-day N] [--hourly] [--event-day N]
 
-or from Python with :func:`generate_days` / :func:`generate_day`. Per logical date ``ds`` it
-writes, under the data root (paths from :class:`core.layout.Layout`):
+or from Python with :func:`generate_days` / :func:`generate_day` / :func:`generate_hour`.
+Per logical date ``ds`` it writes, under the data root (paths from :class:`core.layout.Layout`):
 
     raw/events/dt=<ds>/part-00000.jsonl.gz   the day's events (``.jsonl`` with compress=False)
     raw/items/dt=<ds>/items.jsonl            catalog changes: the full catalog on day 0, then
@@ -15,6 +15,16 @@ writes, under the data root (paths from :class:`core.layout.Layout`):
     raw/*/dt=<ds>/_SUCCESS                   delivery-complete marker, written last
     sim/truth/dt=<ds>/truth.parquet          event_id, p_click of every impression that was
                                              delivered intact (kept outside raw/)
+
+or, delivered hour by hour (``hourly=True``, ``--hourly``, or one hour at a time with
+:func:`generate_hour`: the same bytes), instead of the two day-level files:
+
+    raw/events/dt=<ds>/hour=<HH>/part-00000.jsonl.gz   the lines logged in UTC hour HH
+    raw/items/dt=<ds>/hour=<HH>/items.jsonl  the catalog changes that take effect in hour HH:
+                                             the midnight ones in 00, launches and sale prices
+                                             at the intra-day event's hour, else empty
+    raw/*/dt=<ds>/hour=<HH>/_SUCCESS         the hour is complete, written last
+    raw/*/dt=<ds>/_SUCCESS                   all 24 hours are in
 
 Hidden ground truth: users and items have latent vectors; an impression is clicked with
 probability ``sigmoid(bias + item quality + u.v + trend[category] + home-category affinity
@@ -27,6 +37,11 @@ correlated as in a real shop. Clicks lead to add-to-carts and purchases.
 Every day the world drifts: category trends take a random-walk step, user tastes move a
 little, some prices change, new items launch and new users arrive (active on their first
 day). A model that is never updated loses several AUC points within two weeks.
+Requests follow an hourly traffic curve. :class:`IntradayConfig` (off by default) adds
+events inside one day, from a given hour to midnight: a category trends and a few of its
+items go on flash sale (click-logit boosts, price cut), some of the day's new items launch
+only then, and some users' interests move for good. The truth holds each impression's
+p_click at its time.
 
 Deterministic by seed: the same seed and day give byte-identical files, and day ``n`` alone
 equals day ``n`` generated in a sequence, because the world state is replayed from day 0
@@ -49,7 +64,7 @@ import numpy as np
 import pandas as pd
 
 from core.contract import EVENT_NAMES, EVENT_TYPES, ITEM_NAMES
-from core.layout import Layout, publish_dir, shift_ds, staging_dir
+from core.layout import Layout, check_hour, publish_dir, shift_ds, staging_dir
 
 EVENT_FIELDS, ITEM_FIELDS = EVENT_NAMES, ITEM_NAMES  # the contract, by name
 
@@ -70,6 +85,31 @@ CATEGORY_NAMES = (
     "diapers", "backpacks",
 )  # fmt: skip
 _SYLLABLES = ("ka", "lo", "mi", "ra", "te", "no", "vi", "su", "po", "de", "ga", "zu", "fe")
+
+
+@dataclass(frozen=True)
+class IntradayConfig:
+    """Events inside one day: from ``hour`` (UTC) of day index ``day`` to midnight, a
+    category trends and a few of its items are on flash sale, part of the day's new items
+    launch, and some users' interests move. Every other day is quiet."""
+
+    day: int = 1  # >= 1: day 0 delivers the whole catalog at midnight
+    hour: int = 12  # 1..23
+    category: int | None = None  # the trending category; None: drawn from the seed
+    trend_boost: float = 2.0  # click-logit jump of the category (and of its share of searches)
+    sale_items: int = 10  # items of the category on flash sale...
+    sale_boost: float = 1.0  # ...with this extra click-logit boost...
+    sale_discount: float = 0.3  # ...and this price cut (the usual price is back at midnight)
+    launch_share: float = 0.5  # share of the day's new items launched at ``hour``, not 00:00
+    shift_share: float = 0.05  # share of users whose interests move at ``hour``, for good
+
+    def __post_init__(self) -> None:
+        if self.day < 1 or not 1 <= self.hour <= 23:
+            raise ValueError("IntradayConfig needs day >= 1 and hour in 1..23")
+        if self.sale_items < 0 or not 0 <= self.sale_discount < 1:
+            raise ValueError("IntradayConfig needs sale_items >= 0 and sale_discount in [0, 1)")
+        if not (0 <= self.launch_share <= 1 and 0 <= self.shift_share <= 1):
+            raise ValueError("IntradayConfig shares must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -100,6 +140,7 @@ class WorldConfig:
     purchase_rate: float = 0.5  # P(purchase | add_to_cart)
     browse_rate: float = 0.15  # requests without search text
     seed: int = 7
+    intraday: IntradayConfig | None = None  # None: no day has intra-day events
 
     def __post_init__(self) -> None:
         for name in ("n_users", "n_items", "n_categories", "n_brands", "requests_per_day"):
@@ -110,6 +151,9 @@ class WorldConfig:
         if self.new_users_per_day > self.requests_per_day:
             # Every new user is active on their first day, so each needs a request.
             raise ValueError("WorldConfig.new_users_per_day exceeds requests_per_day")
+        category = self.intraday.category if self.intraday else None
+        if category is not None and not 0 <= category < self.n_categories:
+            raise ValueError("IntradayConfig.category must be a category of the world")
 
 
 # The demo world is denser than the shop it imitates (2000 users, 3000 items) so that a
@@ -171,6 +215,8 @@ class WorldState:
     price_changed: np.ndarray  # item indices whose price changed today
     new_users: int  # the last ``new_users`` users arrived today
     new_items: int
+    # Items launched later today (at the intra-day event's hour): not yet shown or sold.
+    pending: np.ndarray = dataclasses.field(default_factory=lambda: np.arange(0))
 
     @property
     def n_users(self) -> int:
@@ -208,6 +254,74 @@ def _new_items(
     return vec, cat, brand, price, launch, quality
 
 
+@dataclass(frozen=True, eq=False)
+class IntradayEvent:
+    """What an :class:`IntradayConfig` resolves to in a world (user and item indices)."""
+
+    day: int
+    hour: int
+    category: int  # the trending category
+    sale: np.ndarray  # items on flash sale
+    launched: np.ndarray  # items launched at the hour
+    shifted: np.ndarray  # users whose interests move at the hour
+    home_step: np.ndarray  # their home category moves this many categories on
+    taste: np.ndarray  # and their latent vector half-way to this one
+
+
+def intraday_event(cfg: WorldConfig, item_cat: np.ndarray) -> IntradayEvent | None:
+    """The world's intra-day event (None without one); ``item_cat`` of its day or later."""
+    ev = cfg.intraday
+    if ev is None:
+        return None
+    rng = np.random.default_rng([cfg.seed, 3, ev.day])
+    n_users = cfg.n_users + ev.day * cfg.new_users_per_day
+    n_items = cfg.n_items + ev.day * cfg.new_items_per_day
+    n_launched = round(ev.launch_share * cfg.new_items_per_day)
+    drawn = int(rng.integers(0, cfg.n_categories))
+    category = drawn if ev.category is None else ev.category
+    shifted = np.sort(rng.choice(n_users, round(ev.shift_share * n_users), replace=False))
+    home_step = rng.integers(1, max(cfg.n_categories, 2), len(shifted))
+    taste = rng.normal(0, 1 / np.sqrt(cfg.latent_dim), (len(shifted), cfg.latent_dim))
+    # The sale is on items already in the shop this morning.
+    on_shelf = np.flatnonzero(item_cat[: n_items - n_launched] == category)
+    sale = np.sort(rng.permutation(on_shelf)[: ev.sale_items])
+    launched = np.arange(n_items - n_launched, n_items)
+    return IntradayEvent(ev.day, ev.hour, category, sale, launched, shifted, home_step, taste)
+
+
+def _shift_interests(
+    cfg: WorldConfig, event: IntradayEvent, user_vec: np.ndarray, user_home: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    user_vec, user_home, who = user_vec.copy(), user_home.copy(), event.shifted
+    user_home[who] = (user_home[who] + event.home_step) % cfg.n_categories
+    user_vec[who] = np.sqrt(0.5) * (user_vec[who] + event.taste)  # same spread as before
+    return user_vec, user_home
+
+
+def state_at_hour(cfg: WorldConfig, state: WorldState, hour: int) -> WorldState:
+    """The hidden state at ``hour`` (UTC) of ``state``'s day, ``state`` being the start of the
+    day (:func:`world_state`): the day's intra-day event applied from its hour on."""
+    ev = cfg.intraday
+    if ev is None or ev.day != state.day or check_hour(hour) < ev.hour:
+        return state
+    event = intraday_event(cfg, state.item_cat)
+    user_vec, user_home = _shift_interests(cfg, event, state.user_vec, state.user_home)
+    price, quality = state.item_price.copy(), state.item_quality.copy()
+    price[event.sale] = np.maximum(np.round(price[event.sale] * (1 - ev.sale_discount), 2), 0.01)
+    quality[event.sale] += ev.sale_boost
+    trend = state.trend.copy()
+    trend[event.category] += ev.trend_boost
+    return dataclasses.replace(
+        state,
+        user_vec=user_vec,
+        user_home=user_home,
+        item_price=price,
+        item_quality=quality,
+        trend=trend,
+        pending=np.arange(0),
+    )
+
+
 def world_state(cfg: WorldConfig, day: int) -> WorldState:
     """The hidden state on day ``day`` (0 = the first simulated day), replayed from day 0.
 
@@ -223,7 +337,12 @@ def world_state(cfg: WorldConfig, day: int) -> WorldState:
     iv, ic, ib, ip, il, iq = _new_items(rng, cfg, cfg.n_items, launch0)
     trend = rng.normal(0, 0.5, cfg.n_categories)
     changed = np.arange(0)
+    ev = cfg.intraday
     for d in range(1, day + 1):
+        if ev is not None and d == ev.day + 1:
+            # Interests that moved during the event day stay moved; the trend and sale end.
+            event = intraday_event(cfg, ic)
+            uv, uh = _shift_interests(cfg, event, uv, uh)
         rng = np.random.default_rng([cfg.seed, 0, d])
         # Mean-reverting walk: trends move every day but stay in a plausible range.
         trend = 0.9 * trend + rng.normal(0, cfg.trend_drift, cfg.n_categories)
@@ -239,6 +358,9 @@ def world_state(cfg: WorldConfig, day: int) -> WorldState:
         iv, ic, ib = np.vstack([iv, niv]), np.concatenate([ic, nic]), np.concatenate([ib, nib])
         ip, il = np.concatenate([ip, nip]), np.concatenate([il, nil])
         iq = np.concatenate([iq, niq])
+    pending = np.arange(0)
+    if ev is not None and day == ev.day:
+        pending = intraday_event(cfg, ic).launched
     return WorldState(
         day=day,
         user_vec=uv,
@@ -254,6 +376,7 @@ def world_state(cfg: WorldConfig, day: int) -> WorldState:
         price_changed=changed,
         new_users=cfg.new_users_per_day if day else cfg.n_users,
         new_items=cfg.new_items_per_day if day else cfg.n_items,
+        pending=pending,
     )
 
 
@@ -313,6 +436,8 @@ def brand_names(n: int) -> np.ndarray:
 
 
 def _ids(prefix: str, idx: np.ndarray, width: int = 6) -> np.ndarray:
+    if np.size(idx) == 0:  # numpy's zfill refuses an empty array
+        return np.array([], dtype=str)
     return np.char.add(prefix, np.char.zfill(np.asarray(idx).astype(str), width))
 
 
@@ -333,13 +458,47 @@ def _sessions(users: np.ndarray, t_ms: np.ndarray, ds: str) -> np.ndarray:
     return _ids(f"s{ds.replace('-', '')}-", number, 7)
 
 
+def _categories(rng: np.random.Generator, state: WorldState, users: np.ndarray) -> np.ndarray:
+    """What each request searches: mostly the user's home category, otherwise a trending one."""
+    n = len(users)
+    trend_p = np.exp(state.trend) / np.exp(state.trend).sum()
+    return np.where(
+        rng.random(n) < 0.7, state.user_home[users], rng.choice(len(state.trend), n, p=trend_p)
+    )
+
+
+def _candidates(
+    rng: np.random.Generator, state: WorldState, cats: np.ndarray, k: int
+) -> np.ndarray:
+    """``k`` items per request among the launched ones: ``k - 2`` distinct items of the
+    category (a window in a shuffled order of the category's items) and two from other
+    categories (the next items after the category's block in that order), so no item is
+    shown twice on a page."""
+    shop = np.setdiff1d(np.arange(state.n_items), state.pending)
+    order = shop[np.lexsort((rng.random(len(shop)), state.item_cat[shop]))]
+    counts = np.bincount(state.item_cat[shop], minlength=len(state.trend))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    size = np.maximum(counts[cats], 1)[:, None]
+    n_req = len(cats)
+    window = (rng.integers(0, 1 << 30, n_req)[:, None] % size + np.arange(k)) % size
+    items = order[np.minimum(starts[cats][:, None] + window, len(shop) - 1)]
+    outside = rng.integers(0, 1 << 30, n_req) % np.maximum(len(shop) - counts[cats] - 1, 1)
+    slots = starts[cats] + counts[cats] + outside
+    items[:, -2:] = order[(slots[:, None] + np.arange(2)) % len(shop)]
+    return items
+
+
 def simulate_events(
     cfg: WorldConfig, state: WorldState, ds: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The day's clean events (contract columns, time order) and the truth of its impressions."""
+    """The day's clean events (contract columns, time order) and the truth of its impressions.
+
+    ``state`` is the start of the day (:func:`world_state`); a request made at or after the
+    hour of the day's intra-day event sees the world of :func:`state_at_hour`.
+    """
     rng = np.random.default_rng([cfg.seed, 1, state.day])
     R, K = cfg.requests_per_day, cfg.impressions_per_request
-    n_cats = cfg.n_categories
+    traffic = HOURLY_TRAFFIC / HOURLY_TRAFFIC.sum()
 
     # Who: every user who arrived today is active, the other requests from random users.
     n_new = state.new_users if state.day else 0  # on day 0 everyone is "new"
@@ -347,23 +506,21 @@ def simulate_events(
     users = np.concatenate([new_users, rng.integers(0, state.n_users, R - n_new)])
     users = rng.permutation(users)
 
-    # What: mostly the user's home category, otherwise a trending one.
-    trend_p = np.exp(state.trend) / np.exp(state.trend).sum()
-    cats = np.where(rng.random(R) < 0.7, state.user_home[users], rng.choice(n_cats, R, p=trend_p))
-
-    # Candidates: K - 2 distinct items of the category (a window in a shuffled order of the
-    # category's items) and two from other categories (the next items after the category's
-    # block in that order), so no item is shown twice on a page.
-    n_items = state.n_items
-    order = np.lexsort((rng.random(n_items), state.item_cat))
-    counts = np.bincount(state.item_cat, minlength=n_cats)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    size = np.maximum(counts[cats], 1)
-    window = (rng.integers(0, 1 << 30, R)[:, None] % size[:, None] + np.arange(K)) % size[:, None]
-    items = order[np.minimum(starts[cats][:, None] + window, n_items - 1)]
-    outside = rng.integers(0, 1 << 30, R) % np.maximum(n_items - counts[cats] - 1, 1)
-    slots = starts[cats] + counts[cats] + outside
-    items[:, -2:] = order[(slots[:, None] + np.arange(2)) % n_items]
+    # Which world each request sees: the morning's, or the one after the intra-day event.
+    # With an event the request hour is needed first; without one it is drawn where it
+    # always was, so a day without an event keeps its bytes.
+    later = state_at_hour(cfg, state, 23)
+    hour = None
+    worlds: list[tuple[np.ndarray | slice, WorldState]] = [(slice(None), state)]
+    if later is not state:
+        hour = rng.choice(24, R, p=traffic)
+        start = cfg.intraday.hour
+        worlds = [(hour < start, state), (hour >= start, later)]
+    cats = np.empty(R, dtype=np.int64)
+    items = np.empty((R, K), dtype=np.int64)
+    for rows, world in worlds:
+        cats[rows] = _categories(rng, world, users[rows])
+        items[rows] = _candidates(rng, world, cats[rows], K)
 
     # The query text: category name, a third of searches with a brand, some without text.
     kind = rng.random(R)
@@ -371,18 +528,24 @@ def simulate_events(
     with_brand = (kind >= cfg.browse_rate) & (kind < cfg.browse_rate + 0.3)
     # A brand that exists in the category: the brand of a random candidate of the category.
     query_brand = np.where(with_brand, state.item_brand[items[:, 0]], -1)
-    cat_names, brands = category_names(n_cats), np.char.lower(brand_names(cfg.n_brands))
+    cat_names = category_names(cfg.n_categories)
+    brands = np.char.lower(brand_names(cfg.n_brands))
     query = cat_names[cats].astype(object)
     query[with_brand] = np.char.add(
         np.char.add(brands[query_brand[with_brand]], " "), cat_names[cats[with_brand]]
     )
     query[browse] = None
 
-    logit = click_logit(cfg, state, users, items, query_brand)
+    logit = np.empty((R, K))
+    for rows, world in worlds:
+        logit[rows] = click_logit(cfg, world, users[rows], items[rows], query_brand[rows])
     # Shown in the order of a noisy production ranker: position correlates with relevance.
     shown = np.argsort(-(logit + rng.normal(0, 1.0, logit.shape)), axis=1, kind="stable")
     items = np.take_along_axis(items, shown, axis=1)
     logit = np.take_along_axis(logit, shown, axis=1)
+    price = np.empty((R, K))
+    for rows, world in worlds:
+        price[rows] = world.item_price[items[rows]]  # a sale price from the sale's hour on
     position = np.broadcast_to(np.arange(1, K + 1), (R, K))
     p_click = _sigmoid(logit + position_bias(cfg, position))
     clicked = rng.random((R, K)) < p_click
@@ -391,7 +554,8 @@ def simulate_events(
 
     # When: requests follow the daily traffic curve; a click comes seconds after its
     # impression, a cart minutes after the click, a purchase up to an hour after the cart.
-    hour = rng.choice(24, R, p=HOURLY_TRAFFIC / HOURLY_TRAFFIC.sum())
+    if hour is None:
+        hour = rng.choice(24, R, p=traffic)
     t_req = np.minimum(hour * 3_600_000 + rng.integers(0, 3_600_000, R), DAY_MS - 60_000)
     delays = np.stack(
         [
@@ -441,7 +605,7 @@ def simulate_events(
             "query": query[r],
             "item_id": _ids("i", item),
             "position": pos,
-            "price": state.item_price[item],
+            "price": price[r, k],
         }
     )
     is_imp = etype == 0
@@ -451,12 +615,33 @@ def simulate_events(
     return events, truth
 
 
-def catalog_delta(cfg: WorldConfig, state: WorldState, start_ds: str) -> pd.DataFrame:
-    """Day 0: the whole catalog. Later days: new items and items whose price changed."""
+def catalog_delta(
+    cfg: WorldConfig, state: WorldState, start_ds: str, hour: int | None = None
+) -> pd.DataFrame:
+    """The catalog rows that changed: day 0 the whole catalog, later days the new items and
+    items whose price changed, as they are at the end of the day. With ``hour``, only the
+    changes that take effect in that hour: the midnight ones at hour 0, the launches and
+    sale prices at the intra-day event's hour, none in the other hours."""
     if state.day == 0:
-        idx = np.arange(state.n_items)
+        at_midnight = np.arange(state.n_items)
     else:
-        idx = np.union1d(np.flatnonzero(state.item_launch == state.day), state.price_changed)
+        new = np.flatnonzero(state.item_launch == state.day)
+        at_midnight = np.union1d(new, state.price_changed)
+    at_event = np.arange(0)
+    event = intraday_event(cfg, state.item_cat)
+    if event is not None and event.day == state.day:
+        at_midnight = np.setdiff1d(at_midnight, event.launched)
+        at_event = np.union1d(event.launched, event.sale)
+    elif event is not None and event.day == state.day - 1:
+        at_midnight = np.union1d(at_midnight, event.sale)  # the sale is over: usual prices
+    if hour is None:
+        idx, state = np.union1d(at_midnight, at_event), state_at_hour(cfg, state, 23)
+    elif check_hour(hour) == 0:
+        idx = at_midnight
+    elif event is not None and event.day == state.day and hour == event.hour:
+        idx, state = at_event, state_at_hour(cfg, state, hour)
+    else:
+        idx = np.arange(0)
     start = np.datetime64(start_ds, "D")
     cat = category_names(cfg.n_categories)[state.item_cat[idx]]
     brand = brand_names(cfg.n_brands)[state.item_brand[idx]]
@@ -551,6 +736,95 @@ def _publish(final: Path, write: Callable[[Path], object], success: bool = True)
     publish_dir(tmp, final)
 
 
+@dataclass
+class Delivery:
+    """One simulated day, ready to write: the lines as delivered and what they came from."""
+
+    ds: str
+    state: WorldState  # the start of the day
+    events: pd.DataFrame  # the delivered lines, dirt included
+    truncate: np.ndarray | None  # lines to cut in half (malformed JSON)
+    hour: np.ndarray  # the hour each line is delivered in
+    clean: pd.DataFrame  # event_type and hour of the clean events, for the stats
+    truth: pd.DataFrame
+
+
+def simulate_day(
+    start_ds: str, day_index: int, config: WorldConfig, dirt: DirtConfig = DirtConfig()
+) -> Delivery:
+    """Day ``day_index`` (0 = ``start_ds``) in memory: its events, as delivered, and truth."""
+    ds = shift_ds(start_ds, day_index)
+    state = world_state(config, day_index)
+    events, truth = simulate_events(config, state, ds)
+    hour = events["event_time"].str.slice(11, 13).astype(int).to_numpy()
+    clean = pd.DataFrame({"event_type": events["event_type"], "hour": hour})
+    truncate = None
+    if not dirt.is_clean:
+        rng = np.random.default_rng([config.seed, 2, day_index])
+        delivered, truncate, intact = make_dirty(events, ds, dirt, rng)
+        # A line is delivered in the hour its event was logged: a late or future time is a
+        # broken clock, not a late delivery.
+        hour = hour[pd.Index(events["event_id"]).get_indexer(delivered["event_id"])]
+        truth = truth[truth["event_id"].isin(intact)].reset_index(drop=True)
+        events = delivered
+    return Delivery(ds, state, events, truncate, hour, clean, truth)
+
+
+def _write_events(day: Delivery, folder: Path, compress: bool, hour: int | None = None) -> None:
+    rows = slice(None) if hour is None else day.hour == hour
+    truncate = None if day.truncate is None else day.truncate[rows]
+    _write_lines(day.events[rows], folder / "part-00000.jsonl", compress, truncate)
+
+
+def _publish_truth(data_root: str | Path, day: Delivery) -> None:
+    write = lambda d: day.truth.to_parquet(d / "truth.parquet", index=False)  # noqa: E731
+    _publish(truth_dir(data_root, day.ds), write, success=False)
+
+
+def _hour_dir(day_dir: Path, hour: int) -> Path:
+    return day_dir / f"hour={check_hour(hour):02d}"
+
+
+def _write_hours(folder: Path, write: Callable[[Path, int], object]) -> None:
+    """Write the 24 hours of a day into ``folder``, each hour complete with its _SUCCESS."""
+    for hour in range(24):
+        _hour_dir(folder, hour).mkdir()
+        write(_hour_dir(folder, hour), hour)
+        (_hour_dir(folder, hour) / "_SUCCESS").touch()
+
+
+def _mark_day_complete(day_dir: Path) -> None:
+    """Once all 24 hours of a day delivered hour by hour are in, the day is complete too."""
+    if all((_hour_dir(day_dir, hour) / "_SUCCESS").exists() for hour in range(24)):
+        (day_dir / "_SUCCESS").touch()
+
+
+def _day_stats(day: Delivery, catalog_changes: int, started: float, hour: int | None) -> dict:
+    clean = day.clean if hour is None else day.clean[day.clean["hour"] == hour]
+    types = clean["event_type"].value_counts()
+    impressions, clicks = int(types.get("impression", 0)), int(types.get("click", 0))
+    where = {} if hour is None else {"hour": hour}
+    return {
+        "ds": day.ds,
+        "day_index": day.state.day,
+        **where,
+        "events": len(day.events) if hour is None else int((day.hour == hour).sum()),
+        "clean_events": len(clean),
+        "impressions": impressions,
+        "clicks": clicks,
+        "add_to_carts": int(types.get("add_to_cart", 0)),
+        "purchases": int(types.get("purchase", 0)),
+        "click_rate": round(clicks / max(impressions, 1), 4),
+        "new_users": day.state.new_users,
+        "new_items": day.state.new_items,
+        "price_changes": len(day.state.price_changed),
+        "catalog_changes": catalog_changes,
+        "users": day.state.n_users,
+        "items": day.state.n_items,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
 def generate_day(
     data_root: str | Path,
     start_ds: str,
@@ -558,50 +832,61 @@ def generate_day(
     config: WorldConfig = SCALES["demo"],
     dirt: DirtConfig = DirtConfig(),
     compress: bool = True,
+    hourly: bool = False,
 ) -> dict:
-    """Write day ``day_index`` (0 = ``start_ds``): raw events, catalog delta and truth.
+    """Write day ``day_index`` (0 = ``start_ds``): raw events, catalog delta and truth;
+    ``hourly`` delivers the events and catalog changes hour by hour (module docstring).
 
     Each directory is written aside and moved in whole, ``_SUCCESS`` included, so a reader
     never sees a half-written delivery and a rerun replaces the day.
     """
     started = time.perf_counter()
-    ds = shift_ds(start_ds, day_index)
+    day = simulate_day(start_ds, day_index, config, dirt)
     layout = Layout(Path(data_root))
-    state = world_state(config, day_index)
-    events, truth = simulate_events(config, state, ds)
-    types = events["event_type"].value_counts()
-    n_clean, truncate = len(events), None
-    if not dirt.is_clean:
-        rng = np.random.default_rng([config.seed, 2, day_index])
-        events, truncate, intact = make_dirty(events, ds, dirt, rng)
-        truth = truth[truth["event_id"].isin(intact)].reset_index(drop=True)
-    items = catalog_delta(config, state, start_ds)
+    ev_dir, it_dir = layout.raw_events(day.ds), layout.raw_items(day.ds)
+    if hourly:
+        items = [catalog_delta(config, day.state, start_ds, hour) for hour in range(24)]
+        n_items = sum(map(len, items))
 
-    ev_dir, it_dir = layout.raw_events(ds), layout.raw_items(ds)
-    _publish(ev_dir, lambda d: _write_lines(events, d / "part-00000.jsonl", compress, truncate))
-    _publish(it_dir, lambda d: _write_lines(items, d / "items.jsonl", False))
-    write_truth = lambda d: truth.to_parquet(d / "truth.parquet", index=False)  # noqa: E731
-    _publish(truth_dir(data_root, ds), write_truth, success=False)
+        def write_items(d: Path, hour: int) -> None:
+            _write_lines(items[hour], d / "items.jsonl", False)
 
-    impressions, clicks = int(types.get("impression", 0)), int(types.get("click", 0))
-    return {
-        "ds": ds,
-        "day_index": day_index,
-        "events": len(events),  # lines delivered, dirt included
-        "clean_events": n_clean,
-        "impressions": impressions,
-        "clicks": clicks,
-        "add_to_carts": int(types.get("add_to_cart", 0)),
-        "purchases": int(types.get("purchase", 0)),
-        "click_rate": round(clicks / max(impressions, 1), 4),
-        "new_users": state.new_users,
-        "new_items": state.new_items,
-        "price_changes": len(state.price_changed),
-        "catalog_changes": len(items),
-        "users": state.n_users,
-        "items": state.n_items,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+        _publish(it_dir, lambda d: _write_hours(d, write_items))
+        _publish(ev_dir, lambda d: _write_hours(d, lambda f, h: _write_events(day, f, compress, h)))
+    else:
+        items = catalog_delta(config, day.state, start_ds)
+        n_items = len(items)
+        _publish(ev_dir, lambda d: _write_events(day, d, compress))
+        _publish(it_dir, lambda d: _write_lines(items, d / "items.jsonl", False))
+    _publish_truth(data_root, day)
+    return _day_stats(day, n_items, started, None)
+
+
+def generate_hour(
+    data_root: str | Path,
+    start_ds: str,
+    day_index: int,
+    hour: int,
+    config: WorldConfig = SCALES["demo"],
+    dirt: DirtConfig = DirtConfig(),
+    compress: bool = True,
+) -> dict:
+    """Deliver one hour of day ``day_index``: the same files as ``generate_day(...,
+    hourly=True)`` writes for that hour, the whole day's truth, and the day's ``_SUCCESS``
+    once all its hours are in. Stats of the hour's events (the world's of the whole day)."""
+    started = time.perf_counter()
+    check_hour(hour)
+    day = simulate_day(start_ds, day_index, config, dirt)
+    layout = Layout(Path(data_root))
+    items = catalog_delta(config, day.state, start_ds, hour)
+    _publish_truth(data_root, day)
+    # The catalog first: an item launched in this hour is known before it is shown.
+    it_dir = layout.raw_items(day.ds)
+    _publish(_hour_dir(it_dir, hour), lambda d: _write_lines(items, d / "items.jsonl", False))
+    _publish(layout.raw_events_hour(day.ds, hour), lambda d: _write_events(day, d, compress, hour))
+    _mark_day_complete(it_dir)
+    _mark_day_complete(layout.raw_events(day.ds))
+    return _day_stats(day, len(items), started, hour)
 
 
 def generate_days(
@@ -612,10 +897,11 @@ def generate_days(
     dirt: DirtConfig = DirtConfig(),
     compress: bool = True,
     first_day: int = 0,
+    hourly: bool = False,
 ) -> list[dict]:
     """Write ``days`` consecutive days starting at day index ``first_day``; their stats."""
     return [
-        generate_day(data_root, start_ds, i, config, dirt, compress)
+        generate_day(data_root, start_ds, i, config, dirt, compress, hourly)
         for i in range(first_day, first_day + days)
     ]
 
@@ -639,13 +925,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dirty", action="store_true", help="add duplicates, nulls, bad lines")
     parser.add_argument("--no-gzip", action="store_true", help="write .jsonl, not .jsonl.gz")
+    parser.add_argument("--hourly", action="store_true", help="deliver each day hour by hour")
+    parser.add_argument(
+        "--event-day", type=int, help="day index of an intra-day event (IntradayConfig)"
+    )
+    parser.add_argument("--event-hour", type=int, default=12, help="its UTC hour (1..23)")
     args = parser.parse_args(argv)
     if args.days < 1 or args.first_day < 0:
         parser.error("--days must be >= 1 and --first-day >= 0")
-    config = dataclasses.replace(SCALES[args.scale], seed=args.seed)
+    intraday = None
+    if args.event_day is not None:
+        try:
+            intraday = IntradayConfig(day=args.event_day, hour=args.event_hour)
+        except ValueError as err:
+            parser.error(str(err))
+    config = dataclasses.replace(SCALES[args.scale], seed=args.seed, intraday=intraday)
     dirt = DIRTY if args.dirty else DirtConfig()
     for i in range(args.first_day, args.first_day + args.days):
-        stats = generate_day(args.data_root, args.start, i, config, dirt, not args.no_gzip)
+        stats = generate_day(
+            args.data_root, args.start, i, config, dirt, not args.no_gzip, args.hourly
+        )
         print(format_stats(stats), flush=True)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import json
 import re
 
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.layout import Layout, shift_ds
+from core.layout import Layout, check_hour, shift_ds
 from ops import simulate
 
 TINY = simulate.SCALES["tiny"]
@@ -268,3 +269,209 @@ def test_config_is_checked():
         simulate.WorldConfig(requests_per_day=10, new_users_per_day=20)
     with pytest.raises(ValueError, match="impressions_per_request"):
         simulate.WorldConfig(impressions_per_request=1)
+
+
+# --- intra-day events and hourly deliveries ---------------------------------------------
+EVENT_HOUR = 10
+EVENT = dataclasses.replace(
+    TINY, requests_per_day=1500, intraday=simulate.IntradayConfig(day=1, hour=EVENT_HOUR)
+)
+
+
+def read_hour_lines(root, ds: str, hour: int, kind: str = "events") -> list[str]:
+    folder = Layout(root).raw_events_hour(ds, hour)
+    if kind == "items":
+        return (Layout(root).raw_items(ds) / folder.name / "items.jsonl").read_text().splitlines()
+    return gzip.decompress((folder / "part-00000.jsonl.gz").read_bytes()).decode().splitlines()
+
+
+def tree(root) -> dict:
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def query_brands(cfg: simulate.WorldConfig, query: pd.Series) -> np.ndarray:
+    """The brand a query names (-1 for none): its first word, if that is a brand."""
+    brands = {b: i for i, b in enumerate(np.char.lower(simulate.brand_names(cfg.n_brands)))}
+    return query.map(lambda q: brands.get(q.split(" ")[0], -1) if q else -1).to_numpy()
+
+
+@pytest.fixture(scope="module")
+def event_world(tmp_path_factory):
+    """Three days of a world with an intra-day event on day 1, delivered whole."""
+    root = tmp_path_factory.mktemp("event")
+    simulate.generate_days(root, START, 3, EVENT)
+    return root
+
+
+def test_the_default_world_keeps_its_bytes(tmp_path, event_world):
+    # Digests of day 1 of the tiny world as written before intra-day events existed: every
+    # figure measured on the simulator so far came from these bytes.
+    simulate.generate_days(tmp_path, START, 2, TINY)
+    events = gzip.decompress(
+        (Layout(tmp_path).raw_events(DAY1) / "part-00000.jsonl.gz").read_bytes()
+    )
+    items = (Layout(tmp_path).raw_items(DAY1) / "items.jsonl").read_bytes()
+    assert hashlib.sha256(events).hexdigest()[:16] == "223ea04d0bf2b49b"
+    assert hashlib.sha256(items).hexdigest()[:16] == "124b2095d8399d44"
+    # An event on day 1 leaves day 0 as it was and changes day 1.
+    no_event = dataclasses.replace(EVENT, intraday=None)
+    simulate.generate_days(tmp_path / "quiet", START, 2, no_event)
+    for ds, same in ((START, True), (DAY1, False)):
+        a = read_lines(tmp_path / "quiet", ds) == read_lines(event_world, ds)
+        b = read_items(tmp_path / "quiet", ds).equals(read_items(event_world, ds))
+        assert (a, b) == (same, same)
+
+
+def test_trend_and_sale_raise_the_true_p_click_from_their_hour_on(event_world):
+    df = read_events(event_world, DAY1)
+    imps = df[df.event_type == "impression"].merge(read_truth(event_world, DAY1), on="event_id")
+    label = clicked(imps, df[df.event_type == "click"])
+    after = imps["event_time"].str.slice(11, 13).astype(int).to_numpy() >= EVENT_HOUR
+    users = imps["user_id"].str[1:].astype(int).to_numpy()
+    items = imps["item_id"].str[1:].astype(int).to_numpy()
+    morning = simulate.world_state(EVENT, 1)
+    later = simulate.state_at_hour(EVENT, morning, EVENT_HOUR)
+    event = simulate.intraday_event(EVENT, morning.item_cat)
+    assert len(event.sale) == EVENT.intraday.sale_items
+    assert (morning.item_cat[event.sale] == event.category).all()
+    # The truth is the click model of the world at the impression's time.
+    bias = simulate.position_bias(EVENT, imps["position"].to_numpy(int))
+    brand = query_brands(EVENT, imps["query"])
+    stale = simulate.click_logit(EVENT, morning, users, items, brand) + bias
+    fresh = simulate.click_logit(EVENT, later, users, items, brand) + bias
+    p = imps["p_click"].to_numpy()
+    assert np.allclose(p[~after], simulate._sigmoid(stale[~after]))
+    assert np.allclose(p[after], simulate._sigmoid(fresh[after]))
+    # Only the category, the sale and the shifted users' impressions changed, and the
+    # category's and the sale's only up.
+    trending, shifted = morning.item_cat[items] == event.category, np.isin(users, event.shifted)
+    assert np.allclose(fresh[~trending & ~shifted], stale[~trending & ~shifted])
+    assert not np.allclose(fresh[shifted], stale[shifted])
+    on_sale, ev = np.isin(items, event.sale), EVENT.intraday
+    assert np.allclose((fresh - stale)[trending & ~on_sale & ~shifted], ev.trend_boost)
+    assert on_sale[after].sum() > 20
+    lift = (fresh - stale)[on_sale & ~shifted]  # trend, sale and a lower price
+    assert lift.min() > ev.trend_boost + ev.sale_boost
+    # Clicks follow: the category is clicked far more after the hour than before.
+    rate_before, rate_after = label[trending & ~after].mean(), label[trending & after].mean()
+    assert rate_after > 2 * rate_before
+    assert label[~trending & after].mean() < 1.3 * label[~trending & ~after].mean()
+    # The news is worth learning: yesterday's oracle ranks the afternoon clearly worse.
+    assert auc(fresh[after], label[after]) - auc(stale[after], label[after]) > 0.02
+    # Sale items carry the sale price from the hour on, their usual price before.
+    usual, sale = morning.item_price[items], later.item_price[items]
+    assert np.allclose(imps["price"][on_sale & after], sale[on_sale & after])
+    assert np.allclose(imps["price"][on_sale & ~after], usual[on_sale & ~after])
+    assert (sale[on_sale] < usual[on_sale]).all()
+
+
+def test_items_launched_at_the_hour_are_shown_and_announced_from_then_on(event_world, tmp_path):
+    morning = simulate.world_state(EVENT, 1)
+    event = simulate.intraday_event(EVENT, morning.item_cat)
+    launched = simulate._ids("i", event.launched)
+    assert len(launched) == round(EVENT.intraday.launch_share * EVENT.new_items_per_day) > 0
+    assert (morning.item_launch[event.launched] == 1).all()
+    df = read_events(event_world, DAY1)
+    shown = df[df["item_id"].isin(launched)]
+    assert (
+        len(shown) > 0 and (shown["event_time"].str.slice(11, 13).astype(int) >= EVENT_HOUR).all()
+    )
+    # Whole day: announced with the day's other new items. By hour: at their hour, with
+    # the sale prices; the day's other changes at midnight; nothing in between.
+    assert set(launched) <= set(read_items(event_world, DAY1)["item_id"])
+    simulate.generate_day(tmp_path, START, 1, EVENT, hourly=True)
+    by_hour = {
+        h: pd.DataFrame([json.loads(x) for x in read_hour_lines(tmp_path, DAY1, h, "items")])
+        for h in range(24)
+    }
+    assert {h for h, rows in by_hour.items() if len(rows)} == {0, EVENT_HOUR}
+    at_hour = set(by_hour[EVENT_HOUR]["item_id"])
+    assert at_hour == set(launched) | set(simulate._ids("i", event.sale))
+    assert not set(launched) & set(by_hour[0]["item_id"])
+    whole = read_items(event_world, DAY1).set_index("item_id")["price"]
+    assert set(whole.index) == at_hour | set(by_hour[0]["item_id"])
+    # The whole-day delta is the catalog at the end of the day: sale prices.
+    at_hour_price = by_hour[EVENT_HOUR].set_index("item_id")["price"]
+    assert whole[at_hour_price.index].equals(at_hour_price)
+
+
+def test_shifted_interests_stay_and_the_sale_ends_at_midnight(event_world):
+    morning = simulate.world_state(EVENT, 1)
+    event = simulate.intraday_event(EVENT, morning.item_cat)
+    later = simulate.state_at_hour(EVENT, morning, EVENT_HOUR)
+    assert simulate.state_at_hour(EVENT, morning, EVENT_HOUR - 1) is morning
+    moved = np.flatnonzero(later.user_home != morning.user_home)
+    assert len(event.shifted) > 0 and moved.tolist() == event.shifted.tolist()
+    next_day = simulate.world_state(EVENT, 2)
+    assert (next_day.user_home[: morning.n_users] == later.user_home).all()
+    assert simulate.state_at_hour(EVENT, next_day, 23) is next_day  # a quiet day
+    # The next day's delta announces the sale items again, at their usual price.
+    day2 = read_items(event_world, shift_ds(START, 2)).set_index("item_id")["price"]
+    sale_ids = simulate._ids("i", event.sale)
+    assert set(sale_ids) <= set(day2.index)
+    assert np.allclose(day2[sale_ids], next_day.item_price[event.sale])
+    assert not np.allclose(day2[sale_ids], later.item_price[event.sale])
+
+
+def test_hourly_delivery_holds_each_line_once_in_its_hour(tmp_path, event_world):
+    stats = simulate.generate_day(tmp_path, START, 1, EVENT, hourly=True)
+    day_dir = Layout(tmp_path).raw_events(DAY1)
+    assert sorted(p.name for p in day_dir.iterdir()) == [
+        "_SUCCESS",
+        *(f"hour={h:02d}" for h in range(24)),
+    ]
+    hours = [read_hour_lines(tmp_path, DAY1, h) for h in range(24)]
+    for h, lines in enumerate(hours):
+        assert (Layout(tmp_path).raw_events_hour(DAY1, h) / "_SUCCESS").exists()
+        assert all(json.loads(x)["event_time"][11:13] == f"{h:02d}" for x in lines)
+    # In time order, the hours joined are the whole day's delivery, line for line.
+    assert sum(hours, []) == read_lines(event_world, DAY1)
+    assert stats["events"] == sum(map(len, hours)) and min(map(len, hours)) > 0
+    assert tree(simulate.truth_dir(tmp_path, DAY1)) == tree(simulate.truth_dir(event_world, DAY1))
+
+
+def test_hours_delivered_one_by_one_equal_the_hourly_day(tmp_path):
+    dirt = simulate.DirtConfig(0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05)
+    day = simulate.generate_day(tmp_path / "day", START, 1, EVENT, dirt, hourly=True)
+    events = 0
+    for hour in reversed(range(24)):
+        stats = simulate.generate_hour(tmp_path / "hours", START, 1, hour, EVENT, dirt)
+        events += stats["events"]
+        assert stats["hour"] == hour and stats["ds"] == DAY1
+        complete = (Layout(tmp_path / "hours").raw_events(DAY1) / "_SUCCESS").exists()
+        assert complete == (hour == 0)
+    assert tree(tmp_path / "hours") == tree(tmp_path / "day")
+    assert events == day["events"]
+    # Dirty lines go out in the hour their event was logged, their broken clocks included.
+    simulate.generate_day(tmp_path / "whole", START, 1, EVENT, dirt)
+    lines = [x for h in range(24) for x in read_hour_lines(tmp_path / "day", DAY1, h)]
+    assert lines == read_lines(tmp_path / "whole", DAY1)
+    assert any(x.startswith('{"event_id"') and DAY1 not in x for x in lines)
+
+
+def test_cli_delivers_hours_with_an_event(tmp_path, capsys):
+    argv = ["--data-root", str(tmp_path), "--start", START, "--days", "2", "--scale", "tiny"]
+    assert simulate.main([*argv, "--hourly", "--event-day", "1", "--event-hour", "9"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert (Layout(tmp_path).raw_events_hour(DAY1, 23) / "part-00000.jsonl.gz").exists()
+    items = {h: read_hour_lines(tmp_path, DAY1, h, "items") for h in range(24)}
+    assert {h for h, rows in items.items() if rows} == {0, 9}
+    with pytest.raises(SystemExit):
+        simulate.main([*argv, "--event-day", "1", "--event-hour", "0"])
+
+
+def test_intraday_config_and_hours_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="hour in 1..23"):
+        simulate.IntradayConfig(hour=0)
+    with pytest.raises(ValueError, match="day >= 1"):
+        simulate.IntradayConfig(day=0)
+    with pytest.raises(ValueError, match="sale_discount"):
+        simulate.IntradayConfig(sale_discount=1.0)
+    with pytest.raises(ValueError, match="category"):
+        dataclasses.replace(TINY, intraday=simulate.IntradayConfig(category=TINY.n_categories))
+    for bad in (24, -1, True, 1.5, "3"):
+        with pytest.raises(ValueError, match="hour must be"):
+            check_hour(bad)
+    with pytest.raises(ValueError, match="hour must be"):
+        simulate.generate_hour(tmp_path, START, 0, 24, TINY)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
