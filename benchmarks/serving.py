@@ -7,7 +7,9 @@ materialize, train, compress, evaluate, register), then measures, on the champio
 search service gets it (``mlflow.pyfunc.load_model("models:/ranker@champion")``):
 
 * ``p50_ms_100_raw`` / ``p99_ms_100_raw``: one request of 100 raw candidates (one user, one
-  query, ids only: every feature looked up in the online store), in process;
+  query, ids only: every feature looked up in the online store), in process, in the steady
+  state (``--requests`` other requests first; ``ids_from_memory_share``: the looked-up ids
+  the store held in memory); ``uncached_*``: every id from SQLite;
 * ``rows_per_second_raw_batched``: one call with ``--batch-rows`` raw rows of many users;
 * ``http_p99_ms_100_raw``: the same requests through ``mlflow models serve`` (one worker);
 * ``max_abs_score_diff_vs_evaluate``: served scores of the last day's held-out rows (sent
@@ -186,11 +188,20 @@ def measure(settings, requests: int, batch_rows: int, tmp: Path) -> dict:
              result["max_abs_score_diff_vs_evaluate"], len(holdout), found)  # fmt: skip
 
     # Latency and throughput: the champion with the store after the last night.
+    # Steady state: the store's memory holds what earlier traffic (other requests) looked up.
     model = mlflow.pyfunc.load_model(uri)
-    batch = requests_of_100(layout, day, requests)
-    in_process = percentiles(timed(model.predict, batch))
     python_model = model.unwrap_python_model()
+    for df in requests_of_100(layout, day, requests, seed=3):
+        model.predict(df)
+    batch = requests_of_100(layout, day, requests)
+    served_before = python_model.store.stats()
+    in_process = percentiles(timed(model.predict, batch))
+    stats = {k: v - served_before[k] for k, v in python_model.store.stats().items()}
     core_only = percentiles(timed(lambda df: python_model.predict(None, df), batch))
+    cached = python_model.store
+    python_model.store = online.OnlineStore(cached.path, cache_ids=0)  # every id from SQLite
+    uncached = percentiles(timed(model.predict, batch))
+    python_model.store = cached
     big = pd.concat(requests_of_100(layout, day, batch_rows // 100, seed=1), ignore_index=True)
     big["user_id"] = big["user_id"].to_numpy()[np.random.default_rng(2).permutation(len(big))]
     model.predict(big.head(1000))
@@ -206,6 +217,9 @@ def measure(settings, requests: int, batch_rows: int, tmp: Path) -> dict:
         p99_ms_100_raw=in_process["p99"],
         python_model_p50_ms_100_raw=core_only["p50"],
         python_model_p99_ms_100_raw=core_only["p99"],
+        ids_from_memory_share=stats["from_memory"] / max(stats["looked_up"], 1),
+        uncached_p50_ms_100_raw=uncached["p50"],
+        uncached_p99_ms_100_raw=uncached["p99"],
         rows_per_second_raw_batched=rows_per_second,
         batch_rows=len(big),
         http_p50_ms_100_raw=http["p50"],

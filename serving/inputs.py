@@ -82,6 +82,8 @@ class _Vectors:
 def _given_or_stored(codes: np.ndarray, given: np.ndarray, stored: np.ndarray) -> np.ndarray:
     """Per row the request's value where it has one, else the store's."""
     has = codes >= 0
+    if not has.any():
+        return stored
     out = stored.copy()
     out[has] = given[codes[has]]
     return out

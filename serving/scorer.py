@@ -8,6 +8,7 @@ nor its 5-9 s import, so a serving environment is numpy, pandas, xxhash and Lite
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +21,50 @@ from core import features
 OPTIONAL_INPUTS: tuple[str, ...] = tuple(features.ARRAY_WIDTHS)
 
 
-class TFLiteScorer:
-    """Scores model inputs with a TFLite model, batch by batch (one thread by default)."""
+LARGE = 4096  # rows from which a batch goes to the multi-threaded interpreter
 
-    def __init__(self, path: str | Path, num_threads: int = 1):
+
+def batch_threads() -> int:
+    """Threads for large batches: this machine's cores, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class _Interpreter:
+    """One LiteRT interpreter and the batch size its tensors are allocated for."""
+
+    def __init__(self, path: str, threads: int):
+        self.interpreter = Interpreter(model_path=path, num_threads=threads)
+        self.batch = None
+
+    def run(self, by_input: dict, inputs: dict, start: int, stop: int) -> np.ndarray:
+        it = self.interpreter
+        if self.batch != stop - start:
+            for detail in by_input.values():
+                it.resize_tensor_input(detail["index"], [stop - start, int(detail["shape"][-1])])
+            it.allocate_tensors()
+            self.batch = stop - start
+        for col, detail in by_input.items():
+            it.set_tensor(detail["index"], np.asarray(inputs[col][start:stop], detail["dtype"]))
+        it.invoke()
+        out = it.get_output_details()[0]
+        raw = it.get_tensor(out["index"]).reshape(-1)
+        scale, zero = out["quantization"]
+        return (raw.astype(np.float32) - zero) * scale if scale else raw
+
+
+class TFLiteScorer:
+    """Scores model inputs with a TFLite model, batch by batch: a request on one thread,
+    batches of :data:`LARGE` rows or more on a second interpreter with ``threads`` threads
+    (default :func:`batch_threads`). Measured on 2 cores, int8, 200k rows: 744k rows/s on one
+    thread, 1.18M on two; the scores are the same (each row is computed alone)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
         self.path = str(path)
-        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+        self.threads = threads or batch_threads()
+        self._one = _Interpreter(self.path, 1)
+        self._many = None  # made at the first large batch
         self._by_input = {}
-        for detail in self.interpreter.get_input_details():
+        for detail in self._one.interpreter.get_input_details():
             # Signature inputs are named like "serving_default_user_bucket:0".
             for col in features.MODEL_INPUTS:
                 if detail["name"].endswith(f"_{col}:0") or detail["name"] == col:
@@ -35,7 +72,6 @@ class TFLiteScorer:
         missing = set(features.MODEL_INPUTS) - set(self._by_input) - set(OPTIONAL_INPUTS)
         if missing:
             raise ValueError(f"{self.path}: TFLite model lacks inputs {sorted(missing)}")
-        self._batch = None
 
     @property
     def current(self) -> bool:
@@ -43,28 +79,15 @@ class TFLiteScorer:
         one was added: it still scores, but cannot be warm-started)."""
         return set(self._by_input) == set(features.MODEL_INPUTS)
 
-    def _resize(self, n: int) -> None:
-        if self._batch == n:
-            return
-        for detail in self._by_input.values():
-            width = int(detail["shape"][-1])
-            self.interpreter.resize_tensor_input(detail["index"], [n, width])
-        self.interpreter.allocate_tensors()
-        self._batch = n
-
-    def predict(self, inputs: dict[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
+    def predict(self, inputs: dict[str, np.ndarray], batch_size: int = 32768) -> np.ndarray:
         n = len(inputs["dense"])
+        runner = self._one
+        if n >= LARGE and self.threads > 1:
+            if self._many is None:
+                self._many = _Interpreter(self.path, self.threads)
+            runner = self._many
         out = np.empty(n, dtype=np.float32)
-        out_detail = self.interpreter.get_output_details()[0]
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            self._resize(stop - start)
-            for col, detail in self._by_input.items():
-                self.interpreter.set_tensor(
-                    detail["index"], inputs[col][start:stop].astype(detail["dtype"])
-                )
-            self.interpreter.invoke()
-            raw = self.interpreter.get_tensor(out_detail["index"]).reshape(-1)
-            scale, zero = out_detail["quantization"]
-            out[start:stop] = (raw.astype(np.float32) - zero) * scale if scale else raw
+            out[start:stop] = runner.run(self._by_input, inputs, start, stop)
         return out

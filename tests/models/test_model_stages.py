@@ -15,7 +15,7 @@ from models.compress import compress_model
 from models.evaluate import evaluate_candidate
 from models.metrics import auc
 from models.train import finetune
-from serving.scorer import TFLiteScorer
+from serving.scorer import LARGE, TFLiteScorer
 
 from .conftest import click_counts, make_examples, make_ranking_cases, write_day, write_ranking
 
@@ -170,6 +170,11 @@ def test_compress_evaluate_register_promote_and_rollback(two_days):
     df1, x1, y1 = _holdout(layout, D1)
     int8 = TFLiteScorer(out1 / "int8.tflite").predict(x1)
     assert int8.shape == y1.shape and np.all((int8 >= 0) & (int8 <= 1))
+    # A large batch on two threads, in 1000-row batches: each row's score is the same.
+    reps = -(-LARGE // len(y1))
+    big = {k: np.concatenate([v] * reps) for k, v in x1.items()}
+    two = TFLiteScorer(out1 / "int8.tflite", threads=2).predict(big, batch_size=1000)
+    np.testing.assert_array_equal(two, np.tile(int8, reps))
     assert auc(y1, int8) > 0.7
 
     # Held-out ranking cases: on the first day nothing is popular yet; on the second,

@@ -149,6 +149,7 @@ def test_a_store_behind_the_model_is_refused_and_a_newer_night_is_picked_up(stor
     with pytest.raises(online.StoreBehindError, match="after 2026-11-20.*after 2026-11-21"):
         online.OnlineStore(path, min_state_as_of="2026-11-21")
     assert online.OnlineStore(path, min_state_as_of="2026-11-19").state_as_of == "2026-11-20"
+    model_inputs(pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"]}), store)  # now in memory
     newer = tables()
     newer["user"]["user_ctr"] = 0.9
     online.load(path, newer, "2026-11-21")  # the next night, renamed over the old file
@@ -158,6 +159,56 @@ def test_a_store_behind_the_model_is_refused_and_a_newer_night_is_picked_up(stor
     assert not store.refresh()
     with pytest.raises(FileNotFoundError, match="run the nightly DAG's materialize"):
         online.OnlineStore(tmp_path / "none.sqlite")
+
+
+def shop_tables(n: int, rng) -> dict[str, pd.DataFrame]:
+    """``n`` items and users with random values, every user with some pairs."""
+    base = tables()
+    items = pd.concat([base["item"]] * n, ignore_index=True)
+    items["item_id"] = [f"i{k}" for k in range(n)]
+    items["category"] = [f"c{k % 7}" for k in range(n)]
+    users = pd.concat([base["user"]] * n, ignore_index=True)
+    users["user_id"] = [f"u{k}" for k in range(n)]
+    for frame, names in ((items, features.ITEM_STATE), (users, features.USER_STATE)):
+        for name in names:
+            frame[name] = rng.random(n)
+    pairs = {
+        "user_category": ("category", [f"c{k}" for k in range(7)], "user_category_affinity"),
+        "user_item": ("item_id", list(items["item_id"]), "user_item_affinity"),
+    }
+    out = {"item": items, "user": users}
+    for table, (key, keys, value) in pairs.items():
+        rows = [(f"u{u}", k) for u in range(n) for k in rng.choice(keys, 3, replace=False)]
+        out[table] = pd.DataFrame(rows, columns=["user_id", key]).assign(
+            **{value: rng.random(len(rows))}
+        )
+    return out
+
+
+def test_ids_held_in_memory_give_the_same_inputs_as_sqlite(tmp_path):
+    """A small memory that keeps dropping ids (and guests, new ids) changes no input."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "store.sqlite"
+    online.load(path, shop_tables(40, rng), "2026-11-20")
+    held, sqlite_only = (
+        online.OnlineStore(path, cache_ids=12),
+        online.OnlineStore(path, cache_ids=0),
+    )
+    for _ in range(60):
+        n = int(rng.integers(1, 7))
+        raw = pd.DataFrame(
+            {
+                "user_id": rng.choice([*(f"u{k}" for k in range(45)), None], n),
+                "item_id": rng.choice([f"i{k}" for k in range(50)], n),  # i40..i49: new
+                "position": np.arange(1.0, n + 1),
+            }
+        )
+        got, expected = model_inputs(raw, held)[0], model_inputs(raw, sqlite_only)[0]
+        for name, values in expected.items():
+            np.testing.assert_array_equal(got[name], values, err_msg=name)
+    stats = held.stats()
+    assert 0 < stats["from_memory"] < stats["looked_up"]  # held some ids, dropped others
+    assert sqlite_only.stats()["from_memory"] == 0
 
 
 def test_the_signature_lists_the_request_columns_and_requires_only_item_id():
