@@ -17,7 +17,7 @@ export GIT_PYTHON_REFRESH := quiet
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup java demo test test-fast lint format soak bench bench-compression bench-training bench-preprocess \
-	bench-freshness bench-ids bench-real bench-ablation bench-serving chaos up down clean
+	bench-freshness bench-ids bench-real bench-ablation bench-serving bench-intraday chaos up down clean
 setup: java $(VENV)/.installed
 
 java:
@@ -64,7 +64,7 @@ down:
 # Benchmarks write JSON (and plots) under var/bench/; `make bench` runs them all (hours:
 # the freshness run alone takes about 2 h on 2 cores), or run one at a time.
 bench: bench-compression bench-training bench-preprocess bench-freshness bench-ids bench-real \
-	bench-ablation bench-serving
+	bench-ablation bench-serving bench-intraday
 
 bench-compression: setup
 	$(BIN)/python -m benchmarks.compression --out var/bench
@@ -90,6 +90,9 @@ bench-ablation: setup
 # The champion served from the registry: raw rows, online-store lookups, in process and HTTP.
 bench-serving: setup
 	$(BIN)/python -m benchmarks.serving --out var/bench
+
+bench-intraday: setup
+	$(BIN)/python -m benchmarks.intraday --out var/bench
 
 bench-ids: setup
 	$(BIN)/python -m benchmarks.ids --out var/bench

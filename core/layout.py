@@ -2,7 +2,8 @@
 
 Layout under the data root (see README, "Data layout"):
 
-    raw/events/dt=<ds>/part-*.jsonl[.gz]   the day's delta, as delivered
+    raw/events/dt=<ds>/part-*.jsonl[.gz]   the day's delta, as delivered (whole)
+    raw/events/dt=<ds>/hour=<HH>/...       or hour by hour (each hour with its _SUCCESS)
     raw/items/dt=<ds>/*.jsonl[.gz]         catalog changes of the day
     clean/events/dt=<ds>/                  deduplicated valid events (Parquet)
     quarantine/events/dt=<ds>/             rejected rows with a reason column (Parquet)
@@ -15,6 +16,7 @@ Layout under the data root (see README, "Data layout"):
     online/store.sqlite                    the online store they are loaded into
     runs/dt=<ds>/<stage>.json              what each stage did, with counts and timings
     models/dt=<ds>/                        candidate models of the day
+    <kind>/dt=<ds>/hour=<HH>/              the day so far, through hour HH (HourLayout)
 
 Paths given by users (CLI arguments, DAG Params) must stay inside the data root:
 :func:`inside` checks that.
@@ -69,6 +71,8 @@ def inside(root: Path, path: Path) -> Path:
 
 
 class Layout:
+    hour: int | None = None  # a whole day; :class:`HourLayout`: the day so far
+
     def __init__(self, data_root: Path):
         self.root = Path(data_root)
 
@@ -129,6 +133,11 @@ class Layout:
         and register."""
         return self.model_dir(ds) / "candidate"
 
+    def run_key(self, ds: str) -> str:
+        """What names this run of ``ds`` (a registry tag): the day; ``<ds>T<HH>`` for the
+        day so far through hour HH."""
+        return ds if self.hour is None else f"{ds}T{self.hour:02d}"
+
     def processed_days(self, kind: str = "examples") -> list[str]:
         """Logical dates that have a complete partition of ``kind``, oldest first."""
         base = self.root / kind
@@ -147,6 +156,40 @@ class Layout:
     def latest_before(self, kind: str, ds: str) -> str | None:
         days = [d for d in self.processed_days(kind) if d < ds]
         return days[-1] if days else None
+
+
+class HourLayout(Layout):
+    """The day ``ds`` so far, through ``hour``: the layout of an intra-day run.
+
+    Every output of the day ``ds`` lies one level down, in ``<kind>/dt=<ds>/hour=<HH>``
+    (the night's run of the day publishes ``<kind>/dt=<ds>`` in whole, which replaces the
+    hours); other days, the raw deliveries and the online store are where the night has
+    them. A stage given this layout reads history as the night does and writes the day so
+    far beside it, so the intra-day runs are the nightly stages, not a copy.
+    """
+
+    def __init__(self, data_root: Path, ds: str, hour: int):
+        super().__init__(data_root)
+        self.ds, self.hour = check_ds(ds), check_hour(hour)
+
+    def _day(self, *parts: str, ds: str) -> Path:
+        path = super()._day(*parts, ds=ds)
+        return path / f"hour={self.hour:02d}" if ds == self.ds and parts[0] != "raw" else path
+
+    def processed_days(self, kind: str = "examples") -> list[str]:
+        """The days before ``ds`` as the night sees them, then ``ds`` if this hour's
+        partition of ``kind`` is complete."""
+        days = [d for d in super().processed_days(kind) if d < self.ds]
+        if (self._day(*kind.split("/"), ds=self.ds) / "_SUCCESS").exists():
+            days.append(self.ds)
+        return days
+
+
+def day_layout(settings, ds: str, hour: int | None = None) -> Layout:
+    """The layout of a run for ``ds``: the night's, or with ``hour`` the day so far."""
+    if hour is None:
+        return Layout(settings.data_root)
+    return HourLayout(settings.data_root, ds, hour)
 
 
 def json_safe(value):

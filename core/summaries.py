@@ -45,6 +45,8 @@ class PreprocessSummary(StageSummary):
     ranking_cases: int = 0
     # The night whose feature state the examples joined (None: the first day, none yet).
     state_as_of: str | None = None
+    # An intra-day run: the day so far through this hour (None: the whole day, the night).
+    through_hour: int | None = None
 
 
 class MaterializeSummary(StageSummary):

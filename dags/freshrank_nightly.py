@@ -16,7 +16,8 @@ the day that just ended), it
 4. **choose_strategy**: skip / light / full fine-tune / retrain, from delta size, drift and
    the champion's AUC on the day; `skip` ends the run here;
 5. **fine_tune** (TensorFlow): warm start from `models:/ranker@champion`;
-6. **compress**: tfmot pruning, float and int8 TFLite;
+6. **compress**: tfmot pruning, float and int8 TFLite (both in the pool
+   `freshrank_training`, shared with `freshrank_intraday`: one training at a time);
 7. **evaluate**: candidate vs champion on the day's held-out requests;
 8. **register**: new MLflow model version; the `champion` alias moves only if the gate
    passed (the old champion stays reachable as `previous`);
@@ -52,6 +53,9 @@ from airflow.sdk.exceptions import AirflowFailException
 
 # A delivery (importer, log shipper) announces a complete day with extra={"ds": ...}.
 RAW_DELTA = Asset("freshrank_raw_delta")
+# fine_tune and compress run in this pool (one slot; `make up` creates it), as those of
+# freshrank_intraday do: a night and an hour never train at the same time.
+TRAINING_POOL = "freshrank_training"
 
 
 def _record_failure(context) -> None:
@@ -86,21 +90,11 @@ def _schedule():
 def _settings():
     """freshrank.toml + environment; the Spark master comes from the Airflow connection named
     by `[preprocess] spark_conn_id` when that is set (e.g. `spark_default`)."""
-    import dataclasses
-
-    from core.settings import load_settings
-
-    settings = load_settings()
-    conn_id = settings.preprocess.spark_conn_id
-    if not conn_id:
-        return settings
     from airflow.sdk import BaseHook
 
-    from jobs.spark import spark_master_from_connection
+    from pipeline.nightly import settings_with_connections
 
-    master = spark_master_from_connection(BaseHook.get_connection(conn_id))
-    pre = dataclasses.replace(settings.preprocess, spark_master=master)
-    return dataclasses.replace(settings, preprocess=pre)
+    return settings_with_connections(BaseHook.get_connection)
 
 
 @dag(
@@ -182,13 +176,13 @@ def freshrank_nightly():
         decision = nightly.choose_strategy(day, _settings(), (params or {}).get("strategy"))
         return [] if decision["strategy"] == "skip" else ["fine_tune"]
 
-    @task
+    @task(pool=TRAINING_POOL)
     def fine_tune(day: str, params=None) -> dict:
         from pipeline import nightly
 
         return nightly.fine_tune(day, _settings(), (params or {}).get("workers"))
 
-    @task
+    @task(pool=TRAINING_POOL)
     def compress(day: str) -> dict:
         from pipeline import nightly
 

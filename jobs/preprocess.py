@@ -59,7 +59,7 @@ from pathlib import Path
 
 from core import features
 from core.contract import EVENT_FIELDS, EVENT_TYPES, ITEM_FIELDS, KEY_FIELDS, POSITIVE_TYPES
-from core.layout import Layout, check_ds, publish_dir, staging_dir
+from core.layout import Layout, check_ds, check_hour, day_layout, publish_dir, staging_dir
 from core.settings import PreprocessSettings, Settings, load_settings
 from core.summaries import PreprocessSummary, write_summary
 from jobs import ranking
@@ -106,16 +106,57 @@ def data_files(path: Path) -> list[Path]:
     )
 
 
+def hour_of(folder: Path) -> int:
+    """The hour of a ``hour=<HH>`` delivery folder; :class:`BadDeliveryError` if it names
+    no hour of the day (``hour=24``, ``hour=1pm``)."""
+    try:
+        return check_hour(int(folder.name.removeprefix("hour=")))
+    except ValueError:
+        raise BadDeliveryError(
+            f"{folder}: not an hour of the day (expected hour=00 .. hour=23)"
+        ) from None
+
+
+def delivered_files(path: Path, through_hour: int | None = None) -> list[Path]:
+    """The files of a day's delivery ``raw/<kind>/dt=<ds>``.
+
+    A day arrives whole (files in the folder), by hour (``hour=<HH>/`` folders, each complete
+    once its ``_SUCCESS`` is written), or both. For the night (``through_hour`` None) the
+    whole day wins when it is there (it is the consolidated delivery: reading the hours too
+    would count each event twice), else every complete hour. An intra-day run reads the
+    complete hours up to ``through_hour``; an hour still being written is left for the next
+    run, and a late hour is read by the first run after it arrives.
+    """
+    if through_hour is None and (whole := data_files(path)):
+        return whole
+    files = []
+    for folder in sorted(path.glob("hour=*")) if path.is_dir() else []:
+        hour = hour_of(folder)
+        if through_hour is not None and hour > through_hour:
+            continue
+        if (folder / "_SUCCESS").exists():
+            files += data_files(folder)
+        else:
+            log.info("%s: no _SUCCESS yet, left for a later run", folder)
+    return files
+
+
 # --- read -------------------------------------------------------------------------------
 def require_events(layout: Layout, ds: str) -> Path:
-    """The day's events directory; :class:`MissingDeltaError` when it holds no event file."""
+    """The day's events directory; :class:`MissingDeltaError` when it holds no event file
+    (for an intra-day layout: none through its hour)."""
     path = layout.raw_events(check_ds(ds))
-    if not data_files(path):
-        raise MissingDeltaError(f"no event files (*.jsonl[.gz]) in {path}")
+    if not delivered_files(path, layout.hour):
+        through = "" if layout.hour is None else f" through hour {layout.hour:02d}"
+        raise MissingDeltaError(
+            f"no event files (*.jsonl[.gz]) in {path} or its complete hour folders{through}"
+        )
     return path
 
 
-def check_delivery(path: Path, fields, allow_empty: bool | None = None) -> list[str]:
+def check_delivery(
+    path: Path, fields, allow_empty: bool | None = None, through_hour: int | None = None
+) -> list[str]:
     """Check a delivery's files before Spark reads them, so a broken one stops with a readable
     :class:`BadDeliveryError` naming the file, not a Java stack trace or a quarantined day:
 
@@ -127,9 +168,9 @@ def check_delivery(path: Path, fields, allow_empty: bool | None = None) -> list[
       instead (a rename such as ``item_id`` -> ``itemId``).
 
     Fields outside the contract are ignored by the explicit schema; they are logged and
-    returned.
+    returned. The files are :func:`delivered_files` (``through_hour``: an intra-day run's).
     """
-    files = data_files(path)
+    files = delivered_files(path, through_hour)
     if not files:
         raise MissingDeltaError(f"no data files (*.jsonl[.gz]) in {path}")
     if allow_empty is None:
@@ -188,7 +229,7 @@ def _scan_file(file: Path) -> tuple[int, set[str]]:
     return lines, seen
 
 
-def read_json_lines(spark, path: Path, fields):
+def read_json_lines(spark, path: Path, fields, through_hour: int | None = None):
     """Parse the delivery's JSON lines by an explicit schema, one row per non-blank line.
 
     The files are checked first (:func:`check_delivery`). A line that is not one JSON object
@@ -198,9 +239,10 @@ def read_json_lines(spark, path: Path, fields):
     """
     from pyspark.sql import functions as F
 
-    check_delivery(path, fields)
+    check_delivery(path, fields, through_hour=through_hour)
     options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
-    lines = spark.read.text([str(p) for p in data_files(path)]).select(
+    files = delivered_files(path, through_hour)
+    lines = spark.read.text([str(p) for p in files]).select(
         "value",
         F.input_file_name().alias("source_file"),
         F.monotonically_increasing_id().alias(LINE),  # the delivery's order, before a shuffle
@@ -588,13 +630,15 @@ class StagedWrites:
 
 
 # --- the stage --------------------------------------------------------------------------
-def preprocess_day(spark, ds: str, settings: Settings) -> dict:
+def preprocess_day(spark, ds: str, settings: Settings, hour: int | None = None) -> dict:
     """Run the whole stage for logical date ``ds``; return the run summary (small dict).
+    With ``hour``: the day so far (its complete hours through ``hour``), into the day's
+    hour partitions (:class:`core.layout.HourLayout`).
 
     Nothing of the day is published unless every output is written and the rows written
     reconcile with the rows read: ``rows_in == clean + quarantined + duplicates``.
     """
-    layout = Layout(settings.data_root)
+    layout = day_layout(settings, ds, hour)
     log.info("preprocess %s: reading %s", ds, require_events(layout, ds))
     staged = StagedWrites()
     try:
@@ -639,7 +683,7 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
 
     # Events: parse, tag the reason of each bad row, mark duplicates; one cached frame with
     # every input row, counted in one pass.
-    raw = read_json_lines(spark, layout.raw_events(ds), EVENT_FIELDS)
+    raw = read_json_lines(spark, layout.raw_events(ds), EVENT_FIELDS, layout.hour)
     tagged = quarantine_reason_events(raw, ds, cfg)
     previous_ids = read_previous_event_ids(spark, layout, ds, cfg.max_late_days)
     marked = keep_raw_for_quarantine(mark_duplicates(tagged, previous_ids)).cache()
@@ -691,8 +735,8 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
     items_raw = None
     items_path = layout.raw_items(ds)
     previous_state = read_previous_item_state(spark, layout, ds)
-    if data_files(items_path):
-        items_raw = read_json_lines(spark, items_path, ITEM_FIELDS).cache()
+    if delivered_files(items_path, layout.hour):
+        items_raw = read_json_lines(spark, items_path, ITEM_FIELDS, layout.hour).cache()
         items_in = items_raw.count()
         changes, items_rejected = clean_items(items_raw)
         rejected_path = staged.write(
@@ -772,6 +816,7 @@ def _preprocess(spark, ds: str, settings: Settings, layout: Layout, staged: Stag
         items_raw.unpersist()
     return {
         "ds": ds,
+        "through_hour": layout.hour,
         "rows_in": rows_in,
         "clean": n_clean,
         "quarantined": n_bad,

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from core import features
-from core.layout import Layout, check_ds, publish_dir, staging_dir
+from core.layout import Layout, check_ds, day_layout, publish_dir, staging_dir
 from core.settings import REPO_ROOT, Settings, ValidateSettings, load_settings
 from core.summaries import PreprocessSummary, ValidateSummary, read_summary, write_summary
 
@@ -265,7 +265,10 @@ def drift_reference(layout: Layout, ds: str) -> tuple[str | None, dict | None]:
 
 
 def volume_check(layout: Layout, ds: str, n: int, cfg: ValidateSettings) -> dict:
-    """Today's examples against the mean of the last ``volume_window_days`` passed days."""
+    """Today's examples against the mean of the last ``volume_window_days`` passed days (a
+    day so far, :class:`core.layout.HourLayout`, is not a day's volume: not checked)."""
+    if layout.hour is not None:
+        return {"success": True, "ratio": None, "reference_days": 0, "partial_day": True}
     history = [s.examples for _, s in islice(passed_days(layout, ds), cfg.volume_window_days)]
     if not history:
         return {"success": True, "ratio": None, "reference_days": 0}
@@ -362,15 +365,16 @@ def constant_inputs(df) -> list[str]:
     return [n for i, n in enumerate(names) if row[f"min_{i}"] == row[f"max_{i}"]]
 
 
-def validate_day(spark, ds: str, settings: Settings) -> dict:
-    """Run every check for ``ds``; write the summary and report; raise on a hard failure."""
+def validate_day(spark, ds: str, settings: Settings, hour: int | None = None) -> dict:
+    """Run every check for ``ds`` (with ``hour``: the day so far); write the summary and
+    report; raise on a hard failure."""
     from great_expectations.core.run_identifier import RunIdentifier
 
     check_ds(ds)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     started = time.perf_counter()
     cfg = settings.validate
-    layout = Layout(settings.data_root)
+    layout = day_layout(settings, ds, hour)
     examples = spark.read.parquet(str(layout.examples(ds)))
     events = spark.read.parquet(str(layout.clean_events(ds)))
     params = suite_parameters(cfg)

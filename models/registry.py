@@ -19,7 +19,7 @@ import logging
 import time
 from pathlib import Path
 
-from core.layout import Layout
+from core.layout import Layout, day_layout
 from core.settings import Settings
 from core.summaries import (
     CompressSummary,
@@ -231,12 +231,15 @@ def register_candidate(
     }
 
 
-def register_day(settings: Settings, ds: str, dry_run: bool = False) -> dict:
+def register_day(
+    settings: Settings, ds: str, dry_run: bool = False, hour: int | None = None
+) -> dict:
     """The pipeline's stage: register the day's candidate with the metrics, parameters and
     lineage the earlier stages recorded; promote it if the gate passed (never on a dry run,
-    never twice for one day). Records ``runs/dt=<ds>/register.json``."""
+    never twice for one run: a night, or an hour of the day so far). Records
+    ``runs/dt=<ds>/register.json`` (``.../hour=<HH>/register.json``)."""
     started = time.perf_counter()
-    layout = Layout(settings.data_root)
+    layout = day_layout(settings, ds, hour)
     pre = read_summary(layout, ds, PreprocessSummary)
     val = read_summary(layout, ds, ValidateSummary)
     decision = read_summary(layout, ds, StrategyDecision, required=True)
@@ -281,7 +284,7 @@ def register_day(settings: Settings, ds: str, dry_run: bool = False) -> dict:
     }
     promote = ev.gate_passed and not dry_run
     tags = {
-        "ds": ds,
+        "ds": layout.run_key(ds),  # the night's day, or the day so far: 2026-11-21T13
         "strategy": decision.strategy,
         "strategy_reasons": "; ".join(decision.reasons),
         "gate_passed": ev.gate_passed,

@@ -6,7 +6,9 @@ A delivery (log shipper, importer) calls this once a day's files are complete::
 
 It logs in to the Airflow REST API and posts an event on asset ``freshrank_raw_delta`` with
 ``extra={"ds": ...}``; ``freshrank_nightly`` is scheduled on that asset (as well as nightly)
-and processes the announced day. The password comes from ``AIRFLOW_PASSWORD`` or, for the
+and processes the announced day. With ``--hour HH`` it announces one delivered hour on
+``freshrank_raw_hour`` (``extra={"ds": ..., "hour": HH}``), which ``freshrank_intraday``
+is scheduled on. The password comes from ``AIRFLOW_PASSWORD`` or, for the
 embedded setup, the generated ``simple_auth_manager_passwords.json.generated`` in
 ``AIRFLOW_HOME``; it is never printed.
 """
@@ -28,9 +30,10 @@ from airflow_client.client import (
 )
 from airflow_client.client.exceptions import ApiException
 
-from core.layout import check_ds
+from core.layout import check_ds, check_hour
 
 ASSET = "freshrank_raw_delta"
+HOUR_ASSET = "freshrank_raw_hour"
 TIMEOUT = 30  # seconds, for each request (the generated client has no default)
 
 
@@ -64,21 +67,22 @@ def default_password(user: str) -> str:
     return json.loads(path.read_text())[user]
 
 
-def announce(ds: str, api: str, token: str) -> AssetEventResponse:
-    """Post the asset event for day ``ds``; returns the created event."""
+def announce(ds: str, api: str, token: str, hour: int | None = None) -> AssetEventResponse:
+    """Post the asset event for day ``ds`` (or its ``hour``); returns the created event."""
     check_ds(ds)
+    asset, extra = (ASSET, {"ds": ds}) if hour is None else (HOUR_ASSET, {"ds": ds, "hour": hour})
+    dag = "freshrank_nightly" if hour is None else "freshrank_intraday"
     assets_api = AssetApi(api_client(api, token))
-    request = f"GET {api}/api/v2/assets?name_pattern={ASSET}"
+    request = f"GET {api}/api/v2/assets?name_pattern={asset}"
     try:
-        assets = assets_api.get_assets(name_pattern=ASSET, _request_timeout=TIMEOUT).assets
-        matches = [a for a in assets if a.name == ASSET]
+        assets = assets_api.get_assets(name_pattern=asset, _request_timeout=TIMEOUT).assets
+        matches = [a for a in assets if a.name == asset]
         if not matches:
             raise LookupError(
-                f"asset {ASSET!r} is unknown to {api}: "
-                "has the DAG processor parsed freshrank_nightly?"
+                f"asset {asset!r} is unknown to {api}: has the DAG processor parsed {dag}?"
             )
         request = f"POST {api}/api/v2/assets/events"
-        body = CreateAssetEventsBody(asset_id=matches[0].id, extra={"ds": ds})
+        body = CreateAssetEventsBody(asset_id=matches[0].id, extra=extra)
         return assets_api.create_asset_event(body, _request_timeout=TIMEOUT)
     except ApiException as exc:
         raise RuntimeError(
@@ -91,10 +95,13 @@ def main(argv=None) -> int:
     parser.add_argument("--ds", required=True, help="the delivered day, YYYY-MM-DD")
     parser.add_argument("--api", default=os.environ.get("AIRFLOW_API", "http://127.0.0.1:8080"))
     parser.add_argument("--user", default=os.environ.get("AIRFLOW_USER", "admin"))
+    parser.add_argument("--hour", type=int, help="announce one delivered hour (0-23)")
     args = parser.parse_args(argv)
+    hour = None if args.hour is None else check_hour(args.hour)
     token = login(args.api.rstrip("/"), args.user, default_password(args.user))
-    event = announce(check_ds(args.ds), args.api.rstrip("/"), token)
-    print(f"announced {args.ds} on asset {ASSET} (event {event.id})")
+    event = announce(check_ds(args.ds), args.api.rstrip("/"), token, hour)
+    what = args.ds if hour is None else f"{args.ds} hour {hour:02d}"
+    print(f"announced {what} on asset {ASSET if hour is None else HOUR_ASSET} (event {event.id})")
     return 0
 
 

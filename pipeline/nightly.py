@@ -4,16 +4,26 @@ Each function takes the logical date and the settings, reads and writes only und
 data root and the MLflow store, records what it did in ``runs/dt=<ds>/<stage>.json`` and
 returns a small JSON-able dict (it travels through XCom). The same functions run without
 Airflow: ``python -m pipeline.nightly --ds 2026-11-20`` runs them all in order.
+
+With ``hour``, a stage runs on the day so far (its delivered hours through ``hour``,
+:class:`core.layout.HourLayout`), recording in ``runs/dt=<ds>/hour=<HH>/``: the intra-day
+update (the ``freshrank_intraday`` DAG, ``--hour``) is these stages, not a copy of them. It
+fine-tunes ``light`` (:data:`INTRADAY_STRATEGY`); the night then consolidates the whole day.
+Training (``fine_tune``, ``compress``) holds :func:`training_lock`, so an hour and a night
+never train at the same time (the DAGs also share the Airflow pool ``freshrank_training``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import logging
+import os
 import time
 
 from core.errors import fails_clearly_on_full_disk
-from core.layout import Layout, check_ds
+from core.layout import Layout, check_ds, check_hour, day_layout
 from core.settings import Settings, load_settings
 from core.summaries import (
     FailureSummary,
@@ -24,9 +34,10 @@ from core.summaries import (
     read_summary,
     write_summary,
 )
-from jobs.preprocess import data_files
+from jobs.preprocess import data_files, delivered_files
 
 log = logging.getLogger(__name__)
+INTRADAY_STRATEGY = "light"  # an hour fine-tunes the champion's embeddings on the day so far
 STAGES = (
     "preprocess",
     "validate",
@@ -40,28 +51,58 @@ STAGES = (
 )
 
 
-def record_failure(ds: str, stage: str, reason: str, settings: Settings) -> dict:
-    """Write why a night failed where users look: ``runs/dt=<ds>/failure.json`` and an MLflow
-    run tagged ``status=failed`` with ``failed_stage`` and ``failure_reason``."""
-    import datetime as dt
+@contextlib.contextmanager
+def training_lock(settings: Settings, what: str):
+    """Hold the data root's training lock (``runs/training.lock``, an ``flock``) while
+    ``what`` trains: a night's and an hour's training wait for each other, even when run by
+    hand or by two schedulers. Released when the process ends, however it ends."""
+    import fcntl
 
+    path = Layout(settings.data_root).root / "runs" / "training.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            log.info("%s: waiting for the training lock (held by %s)", what, fh.read().strip())
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{what} (pid {os.getpid()})")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.truncate(0)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def record_failure(
+    ds: str, stage: str, reason: str, settings: Settings, hour: int | None = None
+) -> dict:
+    """Write why a night (an hour) failed where users look: ``runs/dt=<ds>/failure.json``
+    (``.../hour=<HH>/failure.json``) and an MLflow run tagged ``status=failed`` with
+    ``failed_stage`` and ``failure_reason``."""
     summary = FailureSummary(
         ds=ds,
         failed_stage=stage,
         reason=reason[:5000],
         at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
-    summary = write_summary(Layout(settings.data_root), summary)
+    layout = day_layout(settings, ds, hour)
+    summary = write_summary(layout, summary)
+    key = layout.run_key(ds)
     try:
         import mlflow
 
         from models.registry import ensure_experiment
 
         ensure_experiment(settings)
-        with mlflow.start_run(run_name=f"nightly-{ds}-failed"):
+        with mlflow.start_run(run_name=f"nightly-{key}-failed"):
             mlflow.set_tags(
                 {
-                    "ds": ds,
+                    "ds": key,
                     "status": "failed",
                     "failed_stage": stage,
                     "failure_reason": reason[:5000],
@@ -70,6 +111,23 @@ def record_failure(ds: str, stage: str, reason: str, settings: Settings) -> dict
     except Exception as exc:  # noqa: BLE001 - never hide the original failure behind this one
         log.warning("could not record the failure of %s in MLflow: %s", ds, exc)
     return summary
+
+
+def settings_with_connections(get_connection) -> Settings:
+    """The settings (freshrank.toml + environment) with the Spark master of the Airflow
+    connection named by ``[preprocess] spark_conn_id``, when that is set; ``get_connection``
+    is Airflow's ``BaseHook.get_connection`` (the DAGs pass it)."""
+    import dataclasses
+
+    from jobs.spark import spark_master_from_connection
+
+    settings = load_settings()
+    conn_id = settings.preprocess.spark_conn_id
+    if not conn_id:
+        return settings
+    master = spark_master_from_connection(get_connection(conn_id))
+    pre = dataclasses.replace(settings.preprocess, spark_master=master)
+    return dataclasses.replace(settings, preprocess=pre)
 
 
 def resolve_day(
@@ -87,26 +145,61 @@ def resolve_day(
     )
 
 
+def resolve_hour(
+    interval_start: str | None,
+    param_ds: str | None = None,
+    param_hour: int | None = None,
+    announced: list | tuple = (),
+) -> dict:
+    """The hour an intra-day run processes, ``{"ds", "hour"}``: the ``ds`` and ``hour``
+    Params if given, else the newest hour announced by the triggering asset events (their
+    ``extra`` ``{"ds", "hour"}``), else the hour the run's data interval starts (``@hourly``:
+    the hour that just ended; an ISO timestamp)."""
+    if param_ds is not None or param_hour is not None:
+        if param_ds is None or param_hour is None:
+            raise ValueError("give both Params `ds` and `hour`, or neither")
+        return {"ds": check_ds(param_ds), "hour": check_hour(param_hour)}
+    hours = [(e["ds"], int(e["hour"])) for e in announced if e and "ds" in e and "hour" in e]
+    if hours:
+        ds, hour = max(hours)
+        return {"ds": check_ds(ds), "hour": check_hour(hour)}
+    if interval_start:
+        start = dt.datetime.fromisoformat(str(interval_start))
+        return {"ds": start.date().isoformat(), "hour": start.hour}
+    raise ValueError(
+        "no hour: the run has no data interval, no `ds`/`hour` Params and no asset event with "
+        'extra {"ds": "YYYY-MM-DD", "hour": HH}'
+    )
+
+
+def hour_ready(ds: str, hour: int, settings: Settings) -> bool:
+    """True when the hour's event files are complete (its ``_SUCCESS`` is written)."""
+    path = Layout(settings.data_root).raw_events_hour(check_ds(ds), hour)
+    return (path / "_SUCCESS").exists() and bool(data_files(path))
+
+
 def delta_ready(ds: str, settings: Settings) -> bool:
-    """True when the day's event files are there (the catalog delta is optional)."""
-    return bool(data_files(Layout(settings.data_root).raw_events(check_ds(ds))))
+    """True when the day's event files are there (the catalog delta is optional): the whole
+    day, or its hours once the day's ``_SUCCESS`` says the last one is in."""
+    path = Layout(settings.data_root).raw_events(check_ds(ds))
+    return bool(data_files(path)) or ((path / "_SUCCESS").exists() and bool(delivered_files(path)))
 
 
 @fails_clearly_on_full_disk("preprocess")
-def preprocess(ds: str, settings: Settings) -> dict:
+def preprocess(ds: str, settings: Settings, hour: int | None = None) -> dict:
     from jobs.preprocess import preprocess_day, require_events
     from jobs.spark import get_spark
 
-    require_events(Layout(settings.data_root), ds)  # before Spark starts: fails in a second
-    return preprocess_day(get_spark(settings.preprocess), ds, settings)
+    require_events(day_layout(settings, ds, hour), ds)  # before Spark starts: fails at once
+    return preprocess_day(get_spark(settings.preprocess), ds, settings, hour)
 
 
 @fails_clearly_on_full_disk("validate")
-def validate(ds: str, settings: Settings) -> dict:
+def validate(ds: str, settings: Settings, hour: int | None = None) -> dict:
     from jobs.spark import get_spark
     from jobs.validate import validate_day
 
-    return validate_day(get_spark(settings.preprocess), ds, settings)
+    return validate_day(get_spark(settings.preprocess), ds, settings, hour)
 
 
 @fails_clearly_on_full_disk("materialize")
@@ -119,7 +212,9 @@ def materialize(ds: str, settings: Settings) -> dict:
 
 
 @fails_clearly_on_full_disk("choose_strategy")
-def choose_strategy(ds: str, settings: Settings, override: str | None = None) -> dict:
+def choose_strategy(
+    ds: str, settings: Settings, override: str | None = None, hour: int | None = None
+) -> dict:
     """Fetch the champion, rank the day's held-out cases with it and with popularity, and
     apply the strategy policy."""
     from core.features import LABEL
@@ -135,7 +230,7 @@ def choose_strategy(ds: str, settings: Settings, override: str | None = None) ->
         raise ValueError(
             f"[gate] ranking_metric {gate.ranking_metric!r}: not one of {RANKING_METRICS}"
         )
-    layout = Layout(settings.data_root)
+    layout = day_layout(settings, ds, hour)
     pre = read_summary(layout, ds, PreprocessSummary, required=True)
     val = read_summary(layout, ds, ValidateSummary)
     champion = fetch_champion(settings, layout.model_dir(ds) / "champion")
@@ -169,13 +264,15 @@ def choose_strategy(ds: str, settings: Settings, override: str | None = None) ->
     return write_summary(layout, decision)
 
 
-def decision_of(ds: str, settings: Settings) -> StrategyDecision:
+def decision_of(ds: str, settings: Settings, hour: int | None = None) -> StrategyDecision:
     """The day's strategy decision, as :func:`choose_strategy` recorded it."""
-    return read_summary(Layout(settings.data_root), ds, StrategyDecision, required=True)
+    return read_summary(day_layout(settings, ds, hour), ds, StrategyDecision, required=True)
 
 
 @fails_clearly_on_full_disk("fine_tune")
-def fine_tune(ds: str, settings: Settings, workers: int | None = None) -> dict:
+def fine_tune(
+    ds: str, settings: Settings, workers: int | None = None, hour: int | None = None
+) -> dict:
     """Warm-start (or retrain) the day's candidate; ``workers`` overrides ``[train] workers``."""
     import dataclasses
 
@@ -185,34 +282,37 @@ def fine_tune(ds: str, settings: Settings, workers: int | None = None) -> dict:
         settings = dataclasses.replace(
             settings, train=dataclasses.replace(settings.train, workers=workers)
         )
-    decision = decision_of(ds, settings)
+    decision = decision_of(ds, settings, hour)
     warm = decision.champion and decision.strategy != "retrain"
     base = decision.champion["keras"] if warm else None
-    layout = Layout(settings.data_root)
-    return fine_tune_day(base, layout, ds, decision.strategy, settings.train)
+    layout = day_layout(settings, ds, hour)
+    with training_lock(settings, f"fine_tune {layout.run_key(ds)}"):
+        return fine_tune_day(base, layout, ds, decision.strategy, settings.train)
 
 
 @fails_clearly_on_full_disk("compress")
-def compress(ds: str, settings: Settings) -> dict:
+def compress(ds: str, settings: Settings, hour: int | None = None) -> dict:
     from models.compress import compress_day
 
-    return compress_day(Layout(settings.data_root), ds, settings.compress, settings.train)
+    layout = day_layout(settings, ds, hour)
+    with training_lock(settings, f"compress {layout.run_key(ds)}"):
+        return compress_day(layout, ds, settings.compress, settings.train)
 
 
 @fails_clearly_on_full_disk("evaluate")
-def evaluate(ds: str, settings: Settings) -> dict:
+def evaluate(ds: str, settings: Settings, hour: int | None = None) -> dict:
     from models.evaluate import evaluate_day
 
-    champion = decision_of(ds, settings).champion
-    return evaluate_day(Layout(settings.data_root), ds, champion, settings.gate)
+    champion = decision_of(ds, settings, hour).champion
+    return evaluate_day(day_layout(settings, ds, hour), ds, champion, settings.gate)
 
 
 @fails_clearly_on_full_disk("register")
-def register(ds: str, settings: Settings, dry_run: bool = False) -> dict:
+def register(ds: str, settings: Settings, dry_run: bool = False, hour: int | None = None) -> dict:
     """Register the candidate with metrics and lineage; promote it if the gate passed."""
     from models.registry import register_day
 
-    return register_day(settings, ds, dry_run)
+    return register_day(settings, ds, dry_run, hour)
 
 
 @fails_clearly_on_full_disk("cleanup")
@@ -223,29 +323,42 @@ def cleanup(ds: str, settings: Settings) -> dict:
     return apply_retention(ds, settings)
 
 
-def run_all(ds: str, settings: Settings, override: str | None = None, dry_run: bool = False):
+def run_all(
+    ds: str,
+    settings: Settings,
+    override: str | None = None,
+    dry_run: bool = False,
+    hour: int | None = None,
+):
     """Every stage in order, without Airflow (a day from a shell, the benchmarks). A stage
-    that fails stops the night, recorded as the DAG records it (:func:`record_failure`)."""
+    that fails stops the night, recorded as the DAG records it (:func:`record_failure`).
+    With ``hour``: the intra-day update of the day so far (``override`` defaults to
+    :data:`INTRADAY_STRATEGY`; the online store and retention are left to the night)."""
     stage = "preprocess"
+    nightly = hour is None
+    if not nightly:
+        override = override or INTRADAY_STRATEGY
 
     def run(name, *args):
         nonlocal stage
         stage = name
-        return globals()[name](ds, settings, *args)
+        return globals()[name](ds, settings, *args, **({} if nightly else {"hour": hour}))
 
     try:
         run("preprocess")
         run("validate")
-        run("materialize")
+        if nightly:
+            run("materialize")
         result = run("choose_strategy", override)
         if result["strategy"] != "skip":
-            run("fine_tune")
+            run("fine_tune", None)
             run("compress")
             run("evaluate")
             result = run("register", dry_run)
-        run("cleanup")
+        if nightly:
+            run("cleanup")
     except Exception as exc:
-        record_failure(ds, stage, f"{type(exc).__name__}: {exc}", settings)
+        record_failure(ds, stage, f"{type(exc).__name__}: {exc}", settings, hour)
         raise
     return result
 
@@ -256,15 +369,22 @@ def main(argv=None) -> int:
     parser.add_argument("--stage", choices=STAGES, help="run only this stage (default: all)")
     parser.add_argument("--strategy", choices=["skip", "light", "full", "retrain"])
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument(
+        "--hour", type=int, help="the day so far through this hour (0-23): an intra-day update"
+    )
     parser.add_argument("--config")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     ds, settings = check_ds(args.ds), load_settings(args.config)
+    hour = None if args.hour is None else check_hour(args.hour)
     if args.stage is None:
-        print(run_all(ds, settings, args.strategy, args.dry_run))
+        print(run_all(ds, settings, args.strategy, args.dry_run, hour))
         return 0
     extra = {"choose_strategy": (args.strategy,), "register": (args.dry_run,)}
-    print(globals()[args.stage](ds, settings, *extra.get(args.stage, ())))
+    if hour is not None and args.stage in ("materialize", "cleanup"):
+        parser.error(f"--stage {args.stage} is the night's: it takes no --hour")
+    kwargs = {} if hour is None else {"hour": hour}
+    print(globals()[args.stage](ds, settings, *extra.get(args.stage, ()), **kwargs))
     return 0
 
 

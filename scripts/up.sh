@@ -64,6 +64,8 @@ start() {  # name, command...
 }
 
 "$BIN/airflow" db migrate > "$LOG/db-migrate.log" 2>&1
+# One training at a time: the nightly and intra-day DAGs' fine_tune and compress share it.
+"$BIN/airflow" pools set freshrank_training 1 "FreshRank training: one at a time" >> "$LOG/db-migrate.log" 2>&1
 start airflow-api "$BIN/airflow" api-server --host "$AIRFLOW__API__HOST" --port "$AIRFLOW_PORT"
 # The scheduler's log server would listen on every interface; tasks run on this machine and
 # the API server reads their log files directly, so it is not started.

@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from airflow.sdk.exceptions import ParamValidationError
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 HEAVY = {"tensorflow", "tf_keras", "pyspark", "great_expectations", "mlflow", "pandas"}
@@ -20,7 +21,7 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {"freshrank_nightly", "freshrank_rollback"} <= set(dagbag.dags)
+    assert {"freshrank_nightly", "freshrank_intraday", "freshrank_rollback"} <= set(dagbag.dags)
 
 
 def test_policy_on_every_dag(dagbag):
@@ -30,7 +31,7 @@ def test_policy_on_every_dag(dagbag):
         assert dag.tags, dag_id
         assert dag.catchup is False, dag_id
         for t in dag.tasks:
-            if dag_id == "freshrank_nightly" and t.task_id == "validate":
+            if t.task_id == "validate":
                 assert t.retries == 0  # bad data does not fix itself
             else:
                 assert t.retries >= 2, f"{dag_id}.{t.task_id}"
@@ -61,9 +62,45 @@ def test_nightly_wiring_and_params(dagbag):
     assert dag.get_task("cleanup").trigger_rule == "none_failed"
 
 
-def test_params_reject_bad_values(dagbag):
-    from airflow.sdk.exceptions import ParamValidationError
+def test_intraday_wiring_params_and_the_shared_training_pool(dagbag):
+    dag = dagbag.dags["freshrank_intraday"]
+    order = ["resolve_hour", "preprocess", "validate", "choose_strategy", "fine_tune",
+             "compress", "evaluate", "register"]  # fmt: skip
+    for up, down in zip(order, order[1:], strict=False):
+        assert down in dag.get_task(up).downstream_task_ids
+    assert "freshrank_raw_hour" in repr(dag.timetable.asset_condition)
+    hour = dag.params.get_param("hour")
+    assert hour.resolve(13) == 13
+    for bad in (24, -1, "13h"):
+        with pytest.raises(ParamValidationError):
+            hour.resolve(bad)
+    # A night and an hour never train at the same time: one pool for both DAGs' training.
+    nightly = dagbag.dags["freshrank_nightly"]
+    pools = {(d.dag_id, t.task_id): t.pool for d in (dag, nightly) for t in d.tasks}
+    training = {k for k, pool in pools.items() if pool == "freshrank_training"}
+    assert training == {
+        (d, t)
+        for d in ("freshrank_intraday", "freshrank_nightly")
+        for t in ("fine_tune", "compress")
+    }
 
+
+def test_the_hour_comes_from_the_params_then_the_delivery_then_the_interval():
+    from pipeline.nightly import resolve_hour
+
+    assert resolve_hour(None, "2026-11-20", 13) == {"ds": "2026-11-20", "hour": 13}
+    announced = [{"ds": "2026-11-20", "hour": 9}, {"ds": "2026-11-20", "hour": 10}, {}]
+    assert resolve_hour("2026-11-20T05:00:00+00:00", None, None, announced)["hour"] == 10
+    assert resolve_hour("2026-11-20T05:00:00+00:00") == {"ds": "2026-11-20", "hour": 5}
+    with pytest.raises(ValueError, match="both Params"):
+        resolve_hour(None, "2026-11-20", None)
+    with pytest.raises(ValueError, match="hour must be an integer 0..23"):
+        resolve_hour(None, None, None, [{"ds": "2026-11-20", "hour": 24}])
+    with pytest.raises(ValueError, match="no hour"):
+        resolve_hour(None)
+
+
+def test_params_reject_bad_values(dagbag):
     version = dagbag.dags["freshrank_rollback"].params.get_param("version")
     assert version.resolve("12") == "12" and version.resolve("previous") == "previous"
     for bad in ("../etc", "0", "latest"):
@@ -123,3 +160,7 @@ def test_the_spark_master_can_come_from_an_airflow_connection(monkeypatch):
     monkeypatch.setenv("FRESHRANK__PREPROCESS__SPARK_CONN_ID", "spark_cluster")
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_CLUSTER", "spark://127.0.0.1:7077")
     assert module._settings().preprocess.spark_master == "spark://127.0.0.1:7077"
+    spec = importlib.util.spec_from_file_location("intraday", DAGS / "freshrank_intraday.py")
+    intraday = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(intraday)
+    assert intraday._settings().preprocess.spark_master == "spark://127.0.0.1:7077"
