@@ -16,7 +16,7 @@ Layout under the data root (see README, "Data layout"):
     online/store.sqlite                    the online store they are loaded into
     runs/dt=<ds>/<stage>.json              what each stage did, with counts and timings
     models/dt=<ds>/                        candidate models of the day
-    <kind>/dt=<ds>/hour=<HH>/              the day so far, through hour HH (HourLayout)
+    intraday/dt=<ds>/hour=<HH>/<kind>/...  the day so far, through hour HH (HourLayout)
 
 Paths given by users (CLI arguments, DAG Params) must stay inside the data root:
 :func:`inside` checks that.
@@ -33,6 +33,8 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+
+DS_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"  # a data day, as DAG Params validate it
 
 
 def check_ds(ds: str) -> str:
@@ -161,11 +163,12 @@ class Layout:
 class HourLayout(Layout):
     """The day ``ds`` so far, through ``hour``: the layout of an intra-day run.
 
-    Every output of the day ``ds`` lies one level down, in ``<kind>/dt=<ds>/hour=<HH>``
-    (the night's run of the day publishes ``<kind>/dt=<ds>`` in whole, which replaces the
-    hours); other days, the raw deliveries and the online store are where the night has
-    them. A stage given this layout reads history as the night does and writes the day so
-    far beside it, so the intra-day runs are the nightly stages, not a copy.
+    Every output of the day ``ds`` lies in ``intraday/dt=<ds>/hour=<HH>/`` (the same tree as
+    the night's below it: ``examples/dt=<ds>``, ``runs/dt=<ds>``, ...), apart from the day's
+    own partitions, which the night publishes whole while an hour may still be running;
+    other days, the raw deliveries and the online store are where the night has them. A
+    stage given this layout reads history as the night does and writes the day so far
+    beside it, so the intra-day runs are the nightly stages, not a copy.
     """
 
     def __init__(self, data_root: Path, ds: str, hour: int):
@@ -173,8 +176,10 @@ class HourLayout(Layout):
         self.ds, self.hour = check_ds(ds), check_hour(hour)
 
     def _day(self, *parts: str, ds: str) -> Path:
-        path = super()._day(*parts, ds=ds)
-        return path / f"hour={self.hour:02d}" if ds == self.ds and parts[0] != "raw" else path
+        if ds != self.ds or parts[0] == "raw":
+            return super()._day(*parts, ds=ds)
+        hour = self.root / "intraday" / f"dt={ds}" / f"hour={self.hour:02d}"
+        return hour.joinpath(*parts, f"dt={ds}")
 
     def processed_days(self, kind: str = "examples") -> list[str]:
         """The days before ``ds`` as the night sees them, then ``ds`` if this hour's

@@ -38,6 +38,8 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowFailException
 
+from core.layout import DS_PATTERN
+
 # A delivery announces a complete hour with extra={"ds": "YYYY-MM-DD", "hour": HH}.
 RAW_HOUR = Asset("freshrank_raw_hour")
 TRAINING_POOL = "freshrank_training"  # freshrank_nightly's: one training at a time
@@ -90,7 +92,7 @@ def _schedule():
         "ds": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+            pattern=DS_PATTERN,
             description="Data day (YYYY-MM-DD), with `hour`; empty: the announced hour.",
         ),
         "hour": Param(
@@ -147,7 +149,7 @@ def freshrank_intraday():
     def choose_strategy(hour: dict, params=None):
         from pipeline import nightly
 
-        forced = (params or {}).get("strategy") or nightly.INTRADAY_STRATEGY
+        forced = (params or {}).get("strategy")  # None: the intra-day strategy
         decision = nightly.choose_strategy(hour["ds"], _settings(), forced, hour["hour"])
         return [] if decision["strategy"] == "skip" else ["fine_tune"]
 

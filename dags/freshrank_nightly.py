@@ -51,6 +51,8 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowFailException
 
+from core.layout import DS_PATTERN
+
 # A delivery (importer, log shipper) announces a complete day with extra={"ds": ...}.
 RAW_DELTA = Asset("freshrank_raw_delta")
 # fine_tune and compress run in this pool (one slot; `make up` creates it), as those of
@@ -110,7 +112,7 @@ def _settings():
         "ds": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+            pattern=DS_PATTERN,
             description="Data day to process (YYYY-MM-DD); empty: the logical date.",
         ),
         "strategy": Param(

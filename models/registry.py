@@ -282,7 +282,12 @@ def register_day(
         "target_sparsity": comp.target_sparsity,
         "base_version": (decision.champion or {}).get("version"),
     }
-    promote = ev.gate_passed and not dry_run
+    # The gate judged the candidate against this champion: if another run (a night, an
+    # hour) moved the alias since, the verdict is stale and the candidate is not promoted.
+    judged = (decision.champion or {}).get("version")
+    current = alias_version(settings, CHAMPION)
+    moved = current != judged
+    promote = ev.gate_passed and not dry_run and not moved
     tags = {
         "ds": layout.run_key(ds),  # the night's day, or the day so far: 2026-11-21T13
         "strategy": decision.strategy,
@@ -322,6 +327,11 @@ def register_day(
     )
     if dry_run:
         why = "dry run: never promotes"
+    elif ev.gate_passed and moved:
+        why = (
+            f"gate passed against v{judged}, but the champion moved to v{current} since: "
+            "not promoted (a later run judges against the new champion)"
+        )
     elif promote and result.get("already_promoted"):
         why = (
             f"gate passed, but v{result['already_promoted']} was already promoted for {ds}: "

@@ -216,7 +216,7 @@ def choose_strategy(
     ds: str, settings: Settings, override: str | None = None, hour: int | None = None
 ) -> dict:
     """Fetch the champion, rank the day's held-out cases with it and with popularity, and
-    apply the strategy policy."""
+    apply the strategy policy (an hour: :data:`INTRADAY_STRATEGY` unless ``override``)."""
     from core.features import LABEL
     from models.evaluate import champion_ranking_on, read_ranking_cases
     from models.metrics import RANKING_METRICS
@@ -230,6 +230,8 @@ def choose_strategy(
         raise ValueError(
             f"[gate] ranking_metric {gate.ranking_metric!r}: not one of {RANKING_METRICS}"
         )
+    if hour is not None:
+        override = override or INTRADAY_STRATEGY
     layout = day_layout(settings, ds, hour)
     pre = read_summary(layout, ds, PreprocessSummary, required=True)
     val = read_summary(layout, ds, ValidateSummary)
@@ -332,12 +334,10 @@ def run_all(
 ):
     """Every stage in order, without Airflow (a day from a shell, the benchmarks). A stage
     that fails stops the night, recorded as the DAG records it (:func:`record_failure`).
-    With ``hour``: the intra-day update of the day so far (``override`` defaults to
-    :data:`INTRADAY_STRATEGY`; the online store and retention are left to the night)."""
+    With ``hour``: the intra-day update of the day so far (``light`` unless ``override``;
+    the online store and retention are left to the night)."""
     stage = "preprocess"
     nightly = hour is None
-    if not nightly:
-        override = override or INTRADAY_STRATEGY
 
     def run(name, *args):
         nonlocal stage

@@ -12,7 +12,7 @@ What is kept, per ``[retention]`` settings (days count back from ``ds``, ``ds`` 
 * ``state/``, ``online/``: the last ``state_days`` snapshots (each day reads only the one
   before; the online store loads the newest).
 * ``models/``: candidate models, downloaded champions and checkpoints of the last
-  ``model_days`` days.
+  ``model_days`` days; ``intraday/``: the hour-by-hour runs of those days.
 * ``runs/``: the small per-stage summaries, ``runs_days`` days (a year by default).
 * ``raw/``: never touched unless ``raw_days`` > 0: the delivered logs are the users' data.
 * MLflow: versions of the registered model beyond the newest ``keep_versions`` are deleted,
@@ -53,6 +53,7 @@ KINDS = {
     ("state", "user_item"): "state_days",
     **{("online", table): "state_days" for table in features.ONLINE_KEYS},
     ("models",): "model_days",
+    ("intraday",): "model_days",  # the day so far, hour by hour (data and candidate models)
     ("runs",): "runs_days",
     ("raw", "events"): "raw_days",
     ("raw", "items"): "raw_days",

@@ -41,8 +41,9 @@ def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
 
 def test_the_day_so_far_lies_under_the_day_and_reads_history_as_the_night(tmp_path):
     night, hour = Layout(tmp_path), HourLayout(tmp_path, "2026-11-21", 9)
-    assert hour.examples("2026-11-21") == night.examples("2026-11-21") / "hour=09"
-    assert hour.run_dir("2026-11-21") == night.run_dir("2026-11-21") / "hour=09"
+    hours = tmp_path / "intraday" / "dt=2026-11-21" / "hour=09"
+    assert hour.examples("2026-11-21") == hours / "examples" / "dt=2026-11-21"
+    assert hour.run_dir("2026-11-21") == hours / "runs" / "dt=2026-11-21"
     assert hour.examples("2026-11-20") == night.examples("2026-11-20")  # history: the night's
     assert hour.raw_events("2026-11-21") == night.raw_events("2026-11-21")  # reads the hours
     assert hour.online_store() == night.online_store()

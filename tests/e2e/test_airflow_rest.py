@@ -3,9 +3,10 @@
 Starts the API server, scheduler and DAG processor with ``scripts/up.sh`` (a throwaway
 AIRFLOW_HOME, data root and MLflow store), checks that the API refuses anonymous calls,
 logs in with the generated password, triggers ``freshrank_nightly`` for a simulated day
-with Params, waits for the run to succeed and checks the registry; then delivers the next
-day and announces it with an asset event (``ops.announce``), which must start a run for
-that day on its own; stops everything with ``scripts/down.sh``.
+with Params, waits for the run to succeed and checks the registry; then the next day
+arrives hour by hour, and the day and one of its hours are announced with asset events
+(``ops.announce``), which must start the night and an intra-day run on their own; the two
+train one after the other (the shared pool); stops everything with ``scripts/down.sh``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import time
 from pathlib import Path
 
 import pytest
-from airflow_client.client import DAGApi, DAGPatchBody, DagRunApi, TriggerDAGRunPostBody
+from airflow_client.client import (
+    DAGApi,
+    DAGPatchBody,
+    DagRunApi,
+    PoolApi,
+    TaskInstanceApi,
+    TriggerDAGRunPostBody,
+)
 from airflow_client.client.exceptions import (
     BadRequestException,
     NotFoundException,
@@ -33,12 +41,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 DS, NEXT = "2026-11-20", "2026-11-21"
 DAG_ID = "freshrank_nightly"
+INTRADAY = "freshrank_intraday"
+TRAINING_POOL = "freshrank_training"
 
 
-def wait_for_run(runs_api: DagRunApi, run_id: str, logs: Path):
+def wait_for_run(runs_api: DagRunApi, run_id: str, logs: Path, dag_id: str = DAG_ID):
     deadline = time.time() + 600
     while time.time() < deadline:
-        info = runs_api.get_dag_run(DAG_ID, run_id)
+        info = runs_api.get_dag_run(dag_id, run_id)
         if info.state in ("success", "failed"):
             break
         time.sleep(5)
@@ -92,14 +102,15 @@ def test_trigger_through_rest_api_and_scheduler(airflow_up, monkeypatch):
     dags_api, runs_api = DAGApi(client), DagRunApi(client)
 
     deadline = time.time() + 120  # the DAG processor parses the files first
-    while True:
-        try:
-            dags_api.get_dag(DAG_ID)
-            break
-        except NotFoundException:
-            assert time.time() < deadline, "freshrank_nightly never appeared"
-            time.sleep(3)
-    dags_api.patch_dag(DAG_ID, DAGPatchBody(is_paused=False))
+    for dag_id in (DAG_ID, INTRADAY):
+        while True:
+            try:
+                dags_api.get_dag(dag_id)
+                break
+            except NotFoundException:
+                assert time.time() < deadline, f"{dag_id} never appeared"
+                time.sleep(3)
+        dags_api.patch_dag(dag_id, DAGPatchBody(is_paused=False))
     logical_date = f"{DS}T00:00:00Z"
     with pytest.raises(BadRequestException) as bad_param:
         runs_api.trigger_dag_run(
@@ -120,20 +131,35 @@ def test_trigger_through_rest_api_and_scheduler(airflow_up, monkeypatch):
     )
     assert strategy["strategy"] == "retrain" and "override" in strategy["reasons"][0]
 
-    # The next day is delivered and announced: the asset event alone starts its run.
-    simulate.generate_day(settings.data_root, DS, 1, simulate.SCALES["tiny"])
+    # The next day arrives hour by hour. Hour 15 and the whole day are announced at once:
+    # the asset events alone start an intra-day run and the night, which both train, one
+    # at a time (the pool's one slot).
+    simulate.generate_day(settings.data_root, DS, 1, simulate.SCALES["tiny"], hourly=True)
+    announce(NEXT, base, token, hour=15)
     announce(NEXT, base, token)
+    started = {}
     deadline = time.time() + 120
-    triggered = []
-    while not triggered:
-        assert time.time() < deadline, "the asset event started no run"
+    while len(started) < 2:
+        assert time.time() < deadline, f"the asset events started only {started}"
         time.sleep(3)
-        runs = runs_api.get_dag_runs(DAG_ID).dag_runs
-        triggered = [r for r in runs if r.run_type == "asset_triggered"]
-    wait_for_run(runs_api, triggered[0].dag_run_id, tmp / "log")
+        for dag_id in (DAG_ID, INTRADAY):
+            runs = runs_api.get_dag_runs(dag_id).dag_runs
+            started.update((dag_id, r.dag_run_id) for r in runs if r.run_type == "asset_triggered")
+    for dag_id, run_id in started.items():
+        wait_for_run(runs_api, run_id, tmp / "log", dag_id)
     c = registry.client(settings)
     versions = c.search_model_versions(f"name='{settings.model_name}'")
-    assert sorted(v.tags["ds"] for v in versions) == [DS, NEXT]
+    assert sorted(v.tags["ds"] for v in versions) == [DS, NEXT, f"{NEXT}T15"]
+    assert PoolApi(client).get_pool(TRAINING_POOL).slots == 1
+    training = sorted(
+        (ti.start_date, ti.end_date, dag_id, ti.task_id)
+        for dag_id, run_id in started.items()
+        for ti in TaskInstanceApi(client).get_task_instances(dag_id, run_id).task_instances
+        if ti.pool == TRAINING_POOL
+    )
+    assert len(training) == 4, training  # fine_tune and compress of each run
+    for first, then in zip(training, training[1:], strict=False):
+        assert first[1] <= then[0], f"{first[2:]} and {then[2:]} trained at the same time"
 
     # No secret leaks: the password, the API's signing secrets and the token appear in no
     # log, run summary or MLflow store written by the two nights.

@@ -56,7 +56,10 @@ def test_the_day_so_far_is_idempotent_and_the_night_equals_the_whole_day(spark, 
     assert first["through_hour"] == 13
     assert first["rows_in"] == lines(delivered_files(raw, 13))  # hours 00 .. 13, each once
     assert first["rows_in"] == first["clean"] + first["quarantined"] + first["duplicates"]
-    assert at13.examples(DS) == layout.examples(DS) / "hour=13"
+    assert (
+        at13.examples(DS)
+        == layout.root / "intraday" / f"dt={DS}" / "hour=13" / "examples" / f"dt={DS}"
+    )
     clean = table(at13.clean_events(DS), ["event_id"])
     assert pd.to_datetime(clean["event_time"]).max() < pd.Timestamp(f"{DS}T14:00:00")
     examples = table(at13.examples(DS), ["request_id", "item_id"])
@@ -79,7 +82,7 @@ def test_the_day_so_far_is_idempotent_and_the_night_equals_the_whole_day(spark, 
     for path, keys in (("clean_events", ["event_id"]), ("examples", ["request_id", "item_id"])):
         got = table(getattr(layout, path)(DS), keys)
         pd.testing.assert_frame_equal(got, table(getattr(other, path)(DS), keys))
-    assert not (layout.examples(DS) / "hour=13").exists()  # the night replaced the hours
+    assert at13.processed_days("examples") == [DS]  # the hour's outputs stay apart
 
 
 def test_hours_still_arriving_bad_hour_folders_and_a_day_not_yet_complete(spark, shops):

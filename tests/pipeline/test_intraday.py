@@ -17,7 +17,7 @@ from core.layout import HourLayout, Layout
 from core.settings import settings_under
 from core.summaries import FailureSummary, PreprocessSummary, read_summary
 from jobs.preprocess import BadDeliveryError
-from models.registry import alias_version, client
+from models.registry import alias_version, client, promote
 from ops import simulate
 from pipeline import nightly
 
@@ -74,7 +74,18 @@ def test_a_failed_hour_is_recorded_and_the_next_hour_and_the_night_run(world):
     assert failure.failed_stage == "preprocess" and "truncated" in failure.reason
     part.write_bytes(delivered)  # delivered again
 
-    nightly.run_all(DAYS[1], settings, hour=17)  # the next hour reads hour 16 too
+    # The next hour reads hour 16 too. While it trains, a person moves the champion: the
+    # hour's gate judged another champion, so it promotes nothing.
+    for stage in ("preprocess", "validate", "choose_strategy", "fine_tune", "compress"):
+        getattr(nightly, stage)(DAYS[1], settings, hour=17)
+    nightly.evaluate(DAYS[1], settings, hour=17)
+    decision = nightly.decision_of(DAYS[1], settings, 17)
+    assert decision.strategy == "light"  # an hour's strategy, given no other
+    judged = decision.champion["version"]
+    other = next(str(v.version) for v in versions(settings) if str(v.version) != judged)
+    promote(settings, other, "a person picks another champion")
+    result = nightly.register(DAYS[1], settings, hour=17)
+    assert not result["promoted"] and alias_version(settings) == other
     at17 = HourLayout(settings.data_root, DAYS[1], 17)
     assert read_summary(at17, DAYS[1], FailureSummary) is None
     assert read_summary(at17, DAYS[1], PreprocessSummary).through_hour == 17
@@ -82,7 +93,7 @@ def test_a_failed_hour_is_recorded_and_the_next_hour_and_the_night_run(world):
     nightly.run_all(DAYS[1], settings)  # the night consolidates the whole day
     layout = Layout(settings.data_root)
     assert layout.processed_days("examples") == DAYS
-    assert not (layout.examples(DAYS[1]) / "hour=17").exists()
+    assert (at17.examples(DAYS[1]) / "_SUCCESS").exists()  # apart from the night's
     night = read_summary(layout, DAYS[1], PreprocessSummary)
     assert (
         night.through_hour is None
