@@ -77,10 +77,16 @@ def read_ranking_cases(layout: Layout, ds: str, window_days: int = 1):
     held-out positive), the others are sampled candidates; ``popularity`` is the reference
     ranker's score. Held-out requests are never trained on, so every case of the window is
     unseen by every model; a shop with a few hundred orders a day needs several days of
-    them to tell two models apart. An empty frame when there is none (a first day)."""
+    them to tell two models apart. An empty frame when there is none (a first day).
+
+    An intra-day run (:class:`core.layout.HourLayout`) judges the day so far alone: its
+    held-out requests are the ones that show today's shifts (a trend from noon), and pooled
+    with the days before they would be outvoted by what the night already knew."""
     import pandas as pd
     import pyarrow.parquet as pq
 
+    if layout.hour is not None:
+        window_days = 1
     days = layout.days_before("ranking", shift_ds(ds, 1), window_days)
     frames = []
     for day in days:
