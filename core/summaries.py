@@ -47,6 +47,8 @@ class PreprocessSummary(StageSummary):
     state_as_of: str | None = None
     # An intra-day run: the day so far through this hour (None: the whole day, the night).
     through_hour: int | None = None
+    # "impressions" (labels of what was shown) or "sampled_negatives" (positives-only logs).
+    labels_from: str | None = None
 
 
 class MaterializeSummary(StageSummary):

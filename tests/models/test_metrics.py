@@ -12,6 +12,7 @@ from models.metrics import (
     calibration_curve,
     expected_calibration_error,
     log_loss,
+    paired_auc_bootstrap,
     paired_bootstrap,
     ranking_metrics,
     sampled_ranking,
@@ -212,3 +213,19 @@ def test_paired_bootstrap_is_fast_enough_for_every_night():
     started = time.perf_counter()
     paired_bootstrap(b, a, user, samples=1000, confidence=0.9, seed=0)
     assert time.perf_counter() - started < 1.0
+
+
+def test_the_auc_interval_resamples_users_and_is_paired():
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(300), 10)
+    y = (rng.random(3000) < 0.2).astype(int)
+    noise = rng.normal(size=3000)
+    good, worse = y + noise, y + 2 * noise  # the same rows, one model clearly better
+    same = paired_auc_bootstrap(y, good, good, users, samples=100)
+    assert same["diff"] == 0 and same["low"] == same["high"] == 0  # paired: no noise at all
+    better = paired_auc_bootstrap(y, good, worse, users, samples=100)
+    assert better["metric"] == "auc" and better["cases"] == 3000 and better["users"] == 300
+    assert 0 < better["low"] < better["diff"] < better["high"]
+    tie = paired_auc_bootstrap(y, good, good + 0.01 * rng.normal(size=3000), users, samples=100)
+    assert tie["low"] < 0 < tie["high"]  # a noisy tie
+    assert math.isnan(paired_auc_bootstrap(np.zeros(5), good[:5], good[:5], users[:5])["diff"])
