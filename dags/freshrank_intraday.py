@@ -8,7 +8,7 @@ day `ds` just delivered (`raw/events/dt=<ds>/hour=<HH>/` with its `_SUCCESS`), i
    `freshrank_raw_hour` asset event that triggered the run (`python -m ops.announce --ds ...
    --hour HH`), else the hour the run's data interval starts;
 1. **preprocess** / **validate**: the nightly stages on *the day so far* (every complete hour
-   of `ds` through `HH`), written to the day's hour partitions (`<kind>/dt=<ds>/hour=<HH>/`);
+   of `ds` through `HH`), written under `intraday/dt=<ds>/hour=<HH>/`;
 2. **choose_strategy**: `light` (the champion's embeddings and output layer on the day so
    far) unless the `strategy` Param says otherwise; `skip` ends the run;
 3. **fine_tune**, **compress**, **evaluate** (the gate, on the day so far's held-out

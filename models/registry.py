@@ -237,7 +237,7 @@ def register_day(
     """The pipeline's stage: register the day's candidate with the metrics, parameters and
     lineage the earlier stages recorded; promote it if the gate passed (never on a dry run,
     never twice for one run: a night, or an hour of the day so far). Records
-    ``runs/dt=<ds>/register.json`` (``.../hour=<HH>/register.json``)."""
+    ``runs/dt=<ds>/register.json`` (an hour: under ``intraday/dt=<ds>/hour=<HH>/``)."""
     started = time.perf_counter()
     layout = day_layout(settings, ds, hour)
     pre = read_summary(layout, ds, PreprocessSummary)

@@ -6,7 +6,7 @@ returns a small JSON-able dict (it travels through XCom). The same functions run
 Airflow: ``python -m pipeline.nightly --ds 2026-11-20`` runs them all in order.
 
 With ``hour``, a stage runs on the day so far (its delivered hours through ``hour``,
-:class:`core.layout.HourLayout`), recording in ``runs/dt=<ds>/hour=<HH>/``: the intra-day
+:class:`core.layout.HourLayout`), recording under ``intraday/dt=<ds>/hour=<HH>/``: the intra-day
 update (the ``freshrank_intraday`` DAG, ``--hour``) is these stages, not a copy of them. It
 fine-tunes ``light`` (:data:`INTRADAY_STRATEGY`); the night then consolidates the whole day.
 Training (``fine_tune``, ``compress``) holds :func:`training_lock`, so an hour and a night
@@ -82,7 +82,7 @@ def record_failure(
     ds: str, stage: str, reason: str, settings: Settings, hour: int | None = None
 ) -> dict:
     """Write why a night (an hour) failed where users look: ``runs/dt=<ds>/failure.json``
-    (``.../hour=<HH>/failure.json``) and an MLflow run tagged ``status=failed`` with
+    (``intraday/dt=<ds>/hour=<HH>/runs/...``) and an MLflow run tagged ``status=failed`` with
     ``failed_stage`` and ``failure_reason``."""
     summary = FailureSummary(
         ds=ds,
