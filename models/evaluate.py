@@ -269,7 +269,7 @@ def evaluate_candidate(
     else:
         cases = read_ranking_cases(layout, ds, cfg.ranking_window_days)
     x, y = ranker.to_inputs(holdout), ranker.labels(holdout)
-    x_cases = ranker.to_inputs(cases)
+    x_cases = x if shown else ranker.to_inputs(cases)  # impression cases: the holdout rows
     masks = segments(layout, ds, holdout)
     int8_scorer = TFLiteScorer(candidate_dir / "int8.tflite")
     keras_model = ranker.load_ranker(candidate_dir / "model.keras")
@@ -293,7 +293,7 @@ def evaluate_candidate(
         champ = {"version": champion["version"], "int8": by_model["champion_int8"]["all"]}
 
     case_scores = {
-        name: _predict(scorers[name], x_cases)
+        name: scores[name] if shown else _predict(scorers[name], x_cases)
         for name in ("candidate_int8", "candidate_float", "champion_int8")
         if name in scorers
     }
