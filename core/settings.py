@@ -99,6 +99,10 @@ class TrainSettings:
     workers: int
     backup_every_steps: int
     worker_timeout_s: int
+    cores_per_worker: int
+    executor_memory: str
+    cluster_wait_s: int
+    cluster_attempts: int
 
 
 @dataclass(frozen=True)

@@ -50,12 +50,23 @@ def submitted() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def get_spark(cfg: PreprocessSettings | None = None, app_name: str = "freshrank"):
+def get_spark(
+    cfg: PreprocessSettings | None = None,
+    app_name: str = "freshrank",
+    conf: Mapping[str, str] | None = None,
+):
+    """The process's SparkSession (created on first use): master, memory and SQL settings
+    from ``cfg``, plus ``conf``. Executors run Python with this interpreter (the same
+    virtual environment path on every host) and this repository on their PYTHONPATH."""
     from pyspark.sql import SparkSession
 
     cfg = cfg or defaults().preprocess
     os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
+    builder = builder.config("spark.executorEnv.PYTHONPATH", str(REPO_ROOT))
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     # A master set here would override spark-submit's --master: only set it when we are
     # not running under spark-submit, and settings name one.
     if cfg.spark_master and not submitted():

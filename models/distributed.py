@@ -202,7 +202,32 @@ def train_distributed(
         raise ValueError(f"workers must be >= 1, got {workers}")
     timeout_s = timeout_s or cfg.worker_timeout_s
     started = time.perf_counter()
-    out_dir = Path(out_dir)
+    # Local workers share this machine's cores; TF would give each of them all of them.
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    spec_path = write_spec(layout, ds, strategy, base_model, out_dir, cfg, workers, threads)
+    wdir = spec_path.parent
+    addresses = [f"127.0.0.1:{p}" for p in free_ports(workers)]
+    logs = [wdir / f"worker-{i}.log" for i in range(workers)]
+    procs: list[subprocess.Popen] = []
+    log.info(
+        "train %s: %s with %d workers at %s; logs in %s", ds, strategy, workers, addresses, wdir
+    )
+    try:
+        for i in range(workers):
+            procs.append(start_worker(spec_path, addresses, i, logs[i]))
+    except BaseException:
+        stop_workers(procs)
+        raise
+    supervise(procs, logs, timeout_s, f"distributed training of {ds} ({workers} workers)")
+
+    summary = finish(ds, strategy, base_model, out_dir, workers, started, f"see {logs[0]}")
+    summary["logs"] = [str(p) for p in logs]
+    return summary
+
+
+def write_spec(layout, ds, strategy, base_model, out_dir, cfg, workers, threads=0) -> Path:
+    """Write ``<out dir>/workers/spec.json``, what every worker of a run reads (the workers
+    directory is cleared of an earlier attempt's summaries); return its path."""
     wdir = worker_dir(out_dir)
     wdir.mkdir(parents=True, exist_ok=True)
     for stale in wdir.glob("worker-*.json"):
@@ -214,61 +239,54 @@ def train_distributed(
         "base_model": str(base_model) if base_model else None,
         "out_dir": str(out_dir),
         "train": dataclasses.asdict(dataclasses.replace(cfg, workers=workers)),
-        # Local workers share this machine's cores; TF would give each of them all of them.
-        "threads": max(1, (os.cpu_count() or 1) // workers),
+        "threads": threads,
     }
-    spec_path = write_json(wdir / "spec.json", spec)
-    addresses = [f"127.0.0.1:{p}" for p in free_ports(workers)]
-    logs = [wdir / f"worker-{i}.log" for i in range(workers)]
-    procs: list[subprocess.Popen] = []
-    log.info(
-        "train %s: %s with %d workers at %s; logs in %s", ds, strategy, workers, addresses, wdir
-    )
-    try:
-        for i in range(workers):
-            env = {
-                **os.environ,
-                "TF_CONFIG": tf_config(addresses, i),
-                "TF_USE_LEGACY_KERAS": "1",
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": os.pathsep.join(
-                    p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p
-                ),
-                SUPERVISOR_ENV: str(os.getpid()),
-            }
-            with open(logs[i], "a") as fh:
-                fh.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} worker {i}/{workers} ===\n")
-                fh.flush()
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "models.distributed",
-                            "worker",
-                            "--spec",
-                            str(spec_path),
-                        ],
-                        cwd=REPO_ROOT,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=fh,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
-    except BaseException:
-        stop_workers(procs)
-        raise
-    supervise(procs, logs, timeout_s, f"distributed training of {ds} ({workers} workers)")
+    return write_json(wdir / "spec.json", spec)
 
-    chief = read_json(wdir / "worker-0.json")
+
+def start_worker(
+    spec_path: Path, addresses: list[str], index: int, log_path: Path, threads: int = 0
+) -> subprocess.Popen:
+    """Start worker ``index`` of ``addresses`` (``python -m models.distributed worker``) in its
+    own process group, appending to ``log_path``; it dies with this process
+    (``PR_SET_PDEATHSIG``). ``threads`` > 0 overrides the spec's TensorFlow threads."""
+    env = {
+        **os.environ,
+        "TF_CONFIG": tf_config(addresses, index),
+        "TF_USE_LEGACY_KERAS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p
+        ),
+        SUPERVISOR_ENV: str(os.getpid()),
+    }
+    argv = [sys.executable, "-m", "models.distributed", "worker", "--spec", str(spec_path)]
+    if threads:
+        argv += ["--threads", str(threads)]
+    with open(log_path, "a") as fh:
+        fh.write(
+            f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} worker {index}/{len(addresses)} "
+            f"at {addresses[index]} ===\n"
+        )
+        fh.flush()
+        return subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def finish(ds, strategy, base_model, out_dir: Path, workers: int, started, where: str) -> dict:
+    """The run's summary from the chief's (``worker-0.json``); the backup is removed."""
+    chief = read_json(worker_dir(out_dir) / "worker-0.json")
     if chief is None:
-        raise WorkerFailed(f"worker 0 exited 0 but wrote no summary; see {logs[0]}")
+        raise WorkerFailed(f"worker 0 finished but wrote no summary; {where}")
     shutil.rmtree(fit.backup_root(out_dir), ignore_errors=True)
-    summary = fit.summarize(ds, strategy, base_model, out_dir, workers, chief, started)
-    summary["logs"] = [str(p) for p in logs]
-    return summary
+    return fit.summarize(ds, strategy, base_model, out_dir, workers, chief, started)
 
 
 # --- the worker -------------------------------------------------------------------------
@@ -346,6 +364,7 @@ def main(argv=None) -> int:
     worker.add_argument("--strategy", default="full", choices=fit.STRATEGIES[1:])
     worker.add_argument("--base", help="model.keras to warm-start from")
     worker.add_argument("--config")
+    worker.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s"
@@ -362,7 +381,7 @@ def main(argv=None) -> int:
             spec["base_model"],
             Path(spec["out_dir"]),
             _train_settings(spec["train"]),
-            spec.get("threads", 0),
+            args.threads or spec.get("threads", 0),
         )
         print(json.dumps(result))
         return 0

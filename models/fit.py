@@ -29,6 +29,17 @@ TRAIN_COLUMNS: tuple[str, ...] = (*features.MODEL_COLUMNS, features.LABEL)
 # Test-only fault injection: "<worker index>:<n>" makes that worker (0 when training in one
 # process) SIGKILL itself after n training batches, to exercise supervision and resuming.
 KILL_ENV = "FRESHRANK_TEST_KILL_AFTER_BATCHES"
+# [train] settings that say where and how long a run may take, not what it computes: a
+# backup stays valid when they change.
+OPERATIONAL = frozenset(
+    {
+        "worker_timeout_s",
+        "cores_per_worker",
+        "executor_memory",
+        "cluster_wait_s",
+        "cluster_attempts",
+    }
+)
 
 
 def training_days(layout: Layout, ds: str, strategy: str, cfg: TrainSettings) -> list[str]:
@@ -229,7 +240,7 @@ def resume_point(backup_dir: Path, steps_per_epoch: int, save_freq) -> tuple[int
     return (epoch + 1, 0) if batch == steps_per_epoch - 1 else (epoch, batch + 1)
 
 
-def _callbacks(k, backup_dir: Path, save_freq, worker_index: int, started_at: dict):
+def _callbacks(k, backup_dir: Path, save_freq, worker_index: int, started_at: dict, every: int = 0):
     class RecordStart(k.callbacks.Callback):
         """Notes where Keras actually started (epoch, step): the resume point it used."""
 
@@ -241,10 +252,29 @@ def _callbacks(k, backup_dir: Path, save_freq, worker_index: int, started_at: di
         def on_train_batch_begin(self, batch, logs=None):
             started_at.setdefault("step", batch)
 
+    class Progress(k.callbacks.Callback):
+        """A log line every ``every`` steps: how far a run got (what a kill costs is the
+        steps between the last backup and this line)."""
+
+        _supports_tf_logs = True
+
+        def __init__(self, every: int):
+            super().__init__()
+            self.every, self.epoch = every, 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if (batch + 1) % self.every == 0:
+                log.info("progress: epoch %d step %d done", self.epoch, batch + 1)
+
     callbacks = [
         k.callbacks.BackupAndRestore(str(backup_dir), save_freq=save_freq),
         RecordStart(),
     ]
+    if every:
+        callbacks.append(Progress(every))
     who, _, after = os.environ.get(KILL_ENV, "").rpartition(":")
     if after and int(who or 0) == worker_index:
 
@@ -263,6 +293,13 @@ def _callbacks(k, backup_dir: Path, save_freq, worker_index: int, started_at: di
 
         callbacks.append(KillSelf())
     return callbacks
+
+
+def progress_every(steps: int, cfg: TrainSettings) -> int:
+    """Steps between two progress lines: a tenth of the backup interval (of an epoch when
+    backing up after each epoch), at least 1."""
+    interval = cfg.backup_every_steps if cfg.backup_every_steps > 0 else steps
+    return max(1, interval // 10)
 
 
 def fit_ranker(
@@ -307,7 +344,7 @@ def fit_ranker(
     scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
     with scope:
         model = prepare_model(base_model, strategy, cfg)
-    settings = {f: v for f, v in dataclasses.asdict(cfg).items() if f != "worker_timeout_s"}
+    settings = {f: v for f, v in dataclasses.asdict(cfg).items() if f not in OPERATIONAL}
     key = run_key(
         ds=ds,
         strategy=strategy,
@@ -360,7 +397,9 @@ def fit_ranker(
         data,
         epochs=epochs,
         steps_per_epoch=steps,
-        callbacks=_callbacks(k, backup_dir, save_freq, worker_index, started_at),
+        callbacks=_callbacks(
+            k, backup_dir, save_freq, worker_index, started_at, progress_every(steps, cfg)
+        ),
         verbose=2,
     )
     fit_seconds = time.perf_counter() - fit_started

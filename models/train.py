@@ -1,7 +1,8 @@
 """Train the ranker for one logical date: warm-start fine-tune or retrain from scratch.
 
 Entry point: :func:`finetune` (also ``python -m models.train --ds 2026-11-20 --strategy full
-[--base path/to/model.keras] [--workers 2]``). Strategies:
+[--base path/to/model.keras] [--workers 2]``; with a cluster master in ``[preprocess]
+spark_master`` the workers run on the cluster). Strategies:
 
 * ``retrain``: a new model trained for ``retrain_epochs`` on up to ``retrain_history_days``
   days of examples (used when there is no champion, or the policy says so);
@@ -19,7 +20,8 @@ step that does not look it up).
 
 One training loop, :func:`fit_ranker`, serves both ways of running: in this process
 (``[train] workers = 1``) and in each worker of a ``tf.distribute.MultiWorkerMirroredStrategy``
-run (``workers > 1``; :mod:`models.distributed` starts and supervises the workers). It reads
+run (``workers > 1``; :mod:`models.distributed` starts and supervises them on this machine,
+:mod:`models.cluster` runs them as a Spark barrier stage on a cluster). It reads
 the model's columns of the training partitions from Parquet (pyarrow), feeds each worker its
 part of every global batch through ``tf.data`` and fits with ``BackupAndRestore``: the training
 state is backed up every ``backup_every_steps`` steps under ``<out dir>/backup/<run key>``,
@@ -39,7 +41,7 @@ import time
 from pathlib import Path
 
 from core.layout import Layout, check_ds
-from core.settings import Settings, TrainSettings, load_settings
+from core.settings import PreprocessSettings, Settings, TrainSettings, load_settings
 from core.summaries import TrainSummary, write_summary
 from models.fit import STRATEGIES, backup_root, check_request, fit_ranker, summarize
 
@@ -53,16 +55,23 @@ def finetune(
     out_dir: Path,
     strategy: str,
     cfg: TrainSettings,
+    spark: PreprocessSettings | None = None,
 ) -> dict:
     """Train and save ``out_dir/model.keras``; return a summary (rows, epochs, loss, seconds).
 
-    With ``cfg.workers > 1`` the run is distributed over that many local worker processes
-    (:func:`models.distributed.train_distributed`); the summary has the same keys either way.
+    With ``cfg.workers > 1`` the run is distributed over that many workers: a barrier stage
+    on the cluster when ``spark.spark_master`` is a cluster's
+    (:func:`models.cluster.train_on_cluster`), else local worker processes
+    (:func:`models.distributed.train_distributed`). The summary has the same keys either way.
     """
     check_request(strategy, base_model)
     if cfg.workers > 1:
+        from models.cluster import is_cluster, train_on_cluster
         from models.distributed import train_distributed
 
+        if spark is not None and is_cluster(spark.spark_master):
+            master = spark.spark_master
+            return train_on_cluster(base_model, layout, ds, out_dir, strategy, cfg, master, spark)
         return train_distributed(base_model, layout, ds, out_dir, strategy, cfg)
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -71,10 +80,17 @@ def finetune(
     return summarize(ds, strategy, base_model, out_dir, 1, run, started)
 
 
-def fine_tune_day(base_model, layout: Layout, ds: str, strategy: str, cfg: TrainSettings) -> dict:
+def fine_tune_day(
+    base_model,
+    layout: Layout,
+    ds: str,
+    strategy: str,
+    cfg: TrainSettings,
+    spark: PreprocessSettings | None = None,
+) -> dict:
     """The pipeline's stage: train the day's candidate (``layout.candidate_dir``) and record
     ``runs/dt=<ds>/fine_tune.json``."""
-    summary = finetune(base_model, layout, ds, layout.candidate_dir(ds), strategy, cfg)
+    summary = finetune(base_model, layout, ds, layout.candidate_dir(ds), strategy, cfg, spark)
     return write_summary(layout, summary, TrainSummary)
 
 
@@ -95,7 +111,7 @@ def main(argv=None) -> int:
             parser.error("--workers must be >= 1")
         cfg = dataclasses.replace(cfg, workers=args.workers)
     ds = check_ds(args.ds)
-    summary = fine_tune_day(args.base, layout, ds, args.strategy, cfg)
+    summary = fine_tune_day(args.base, layout, ds, args.strategy, cfg, settings.preprocess)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -289,7 +289,9 @@ def fine_tune(
     base = decision.champion["keras"] if warm else None
     layout = day_layout(settings, ds, hour)
     with training_lock(settings, f"fine_tune {layout.run_key(ds)}"):
-        return fine_tune_day(base, layout, ds, decision.strategy, settings.train)
+        return fine_tune_day(
+            base, layout, ds, decision.strategy, settings.train, settings.preprocess
+        )
 
 
 @fails_clearly_on_full_disk("compress")

@@ -13,7 +13,7 @@ LAYERS: dict[str, set[str]] = {
     "core": set(),
     "jobs": {"core"},
     "serving": {"core"},
-    "models": {"core", "serving"},
+    "models": {"core", "serving", "jobs"},  # jobs.spark: cluster training's SparkSession
     "pipeline": {"core", "jobs", "serving", "models"},
     "ops": {"core", "jobs", "serving", "models", "pipeline"},
     "benchmarks": {"core", "jobs", "serving", "models", "pipeline", "ops"},
