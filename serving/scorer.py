@@ -35,6 +35,8 @@ class _Interpreter:
     def __init__(self, path: str, threads: int):
         self.interpreter = Interpreter(model_path=path, num_threads=threads)
         self.batch = None
+        out = self.interpreter.get_output_details()[0]
+        self.output, (self.scale, self.zero) = out["index"], out["quantization"]
 
     def run(self, by_input: dict, inputs: dict, start: int, stop: int) -> np.ndarray:
         it = self.interpreter
@@ -46,10 +48,8 @@ class _Interpreter:
         for col, detail in by_input.items():
             it.set_tensor(detail["index"], np.asarray(inputs[col][start:stop], detail["dtype"]))
         it.invoke()
-        out = it.get_output_details()[0]
-        raw = it.get_tensor(out["index"]).reshape(-1)
-        scale, zero = out["quantization"]
-        return (raw.astype(np.float32) - zero) * scale if scale else raw
+        raw = it.get_tensor(self.output).reshape(-1)
+        return (raw.astype(np.float32) - self.zero) * self.scale if self.scale else raw
 
 
 class TFLiteScorer:

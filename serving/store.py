@@ -161,7 +161,7 @@ class _Recent:
         self.slot: dict[str, int] = {}
         self.rows = np.zeros((size, width), np.float32)
         self.found = np.zeros(size, bool)
-        self.extra: list = [None] * size
+        self.extra = np.full(size, None, object)
 
     def slots(self, ids: list[str]) -> np.ndarray:
         """Each id's slot, -1 if not held (a slot is reused once its id is dropped: read the
@@ -247,36 +247,33 @@ class OnlineStore:
             rows += self.db.execute(sql.format(", ".join("?" * len(chunk))), chunk).fetchall()
         return rows
 
-    def vectors(self, table: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray, list]:
+    def vectors(self, table: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each id: whether the store knows it, its vector (zeros if not) and, for items,
-        its category (None if not)."""
+        its category (None if not; an object array). New arrays: the caller's to change."""
         with self._lock:
             self._looked_up += len(ids)
             if 2 * len(ids) > self.cache_ids:  # a batch the memory cannot hold: from SQLite
                 return self._fetch(table, ids)
             recent = self._recent[table]
             slots = recent.slots(ids)
-            found, vectors = recent.found[slots], recent.rows[slots]  # copies
-            extra = [recent.extra[s] for s in slots.tolist()]
+            found, vectors, extra = recent.found[slots], recent.rows[slots], recent.extra[slots]
             missing = np.flatnonzero(slots < 0)
             self._from_memory += len(ids) - len(missing)
             if len(missing):
                 new = [ids[k] for k in missing]
                 fetched = self._fetch(table, new)
-                found[missing], vectors[missing] = fetched[0], fetched[1]
-                for k, value in zip(missing.tolist(), fetched[2], strict=True):
-                    extra[k] = value
+                found[missing], vectors[missing], extra[missing] = fetched
                 recent.add(new, *fetched)
             return found, vectors, extra
 
-    def _fetch(self, table: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray, list]:
+    def _fetch(self, table: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         key = KEYS[table][0]
         category = ", category" if table == "item" else ""
         rows = self._select(f"SELECT {key}{category}, v FROM {table} WHERE {key} IN ({{}})", ids)
         width = len(VECTORS[table])
         out = np.zeros((len(ids), width), np.float32)
         found = np.zeros(len(ids), bool)
-        categories = [None] * len(ids)
+        categories = np.full(len(ids), None, object)
         if rows:
             at = {v: i for i, v in enumerate(ids)}
             index = np.fromiter((at[r[0]] for r in rows), np.int64, len(rows))
@@ -287,25 +284,35 @@ class OnlineStore:
                     categories[i] = r[1]
         return found, out, categories
 
-    def pairs(self, table: str, user_ids: list[str]) -> list[tuple[str, str, float]]:
-        """Every (user_id, key, value) row of ``table`` for these users."""
+    def pairs(self, table: str, user_ids: list[str]) -> list[dict[str, float]]:
+        """For each user, its keys' values in ``table`` (``{key: value}``, empty if none):
+        the dicts held in memory, to read, never to change."""
         other = KEYS[table][1]
         sql = f"SELECT user_id, {other}, v FROM {table} WHERE user_id IN ({{}})"
+
+        def fetch(users: list[str]) -> dict[str, dict]:
+            fetched = {u: {} for u in users}
+            for user, key, value in self._select(sql, users):
+                fetched[user][key] = value
+            return fetched
+
         with self._lock:
             if 2 * len(user_ids) > self.cache_ids:
-                return self._select(sql, user_ids)
+                fetched = fetch(list(dict.fromkeys(user_ids)))
+                return [fetched[u] for u in user_ids]
             recent = self._recent_pairs[table]
-            rows = {u: recent.get(u) for u in user_ids}
-            new = [u for u, held in rows.items() if held is None]
-            if new:
-                fetched = {u: [] for u in new}
-                for row in self._select(sql, new):
-                    fetched[row[0]].append(row)
-                rows.update(fetched)
-                for _ in range(len(recent) + len(new) - self.cache_ids):
-                    recent.pop(next(iter(recent)))  # the oldest first
-                recent.update(fetched)
-            return [row for u in user_ids for row in rows[u]]
+            held = [recent.get(u) for u in user_ids]
+            new = [u for u, pairs in zip(user_ids, held, strict=True) if pairs is None]
+            if not new:
+                return held
+            fetched = fetch(list(dict.fromkeys(new)))
+            for _ in range(len(recent) + len(fetched) - self.cache_ids):
+                recent.pop(next(iter(recent)))  # the oldest first
+            recent.update(fetched)
+            return [
+                fetched[u] if pairs is None else pairs
+                for u, pairs in zip(user_ids, held, strict=True)
+            ]
 
     def stats(self) -> dict:
         """Ids looked up (items and users) since the store was opened, and how many of them

@@ -142,6 +142,114 @@ def test_bad_requests_name_the_column_or_row(store):
         model_inputs(pd.DataFrame({"user_id": ["u1"]}), store)
     with pytest.raises(ValueError, match="request row 1: item_id is missing"):
         model_inputs(pd.DataFrame({"item_id": ["i1", None]}), store)
+    with pytest.raises(TypeError, match="a pandas DataFrame, not dict"):
+        model_inputs({"item_id": ["i1"]}, store)
+
+
+BAD_COLUMNS = {  # a column of an unusable type -> what the error says
+    "item_id": ([1, 2], "'item_id' has dtype int64: strings are expected"),
+    "user_id": ([np.nan, np.nan], "'user_id' has dtype float64: strings are expected"),
+    "category": (pd.Categorical(["a", "b"]), "'category' has dtype category: strings"),
+    "brand": ([True, False], "'brand' has dtype bool: strings are expected"),
+    "price": (["1.5", "cheap"], "'price': row 1 is not a number \\('cheap'\\)"),
+    "position": (pd.to_datetime(["2026-11-20"] * 2), "'position' has dtype datetime64"),
+    "title": (pd.array([1, 2], dtype="Int64"), "'title' has dtype Int64: strings"),
+}
+
+
+@pytest.mark.parametrize("column", BAD_COLUMNS)
+def test_a_column_of_an_unusable_type_is_refused_by_name(store, column):
+    values, error = BAD_COLUMNS[column]
+    raw = pd.DataFrame({"item_id": ["i1", "i2"], column: values})
+    before = raw.copy()
+    with pytest.raises(ValueError, match=error):
+        model_inputs(raw, store)
+    pd.testing.assert_frame_equal(raw, before)  # the caller's frame is left as it was
+
+
+def test_a_column_given_twice_is_refused_by_name(store):
+    raw = pd.DataFrame([["i1", "u1", "u2"]], columns=["item_id", "user_id", "user_id"])
+    with pytest.raises(ValueError, match="'user_id' is given twice"):
+        model_inputs(raw, store)
+
+
+def test_numbers_and_strings_of_any_usable_dtype_give_the_same_inputs(store):
+    """ints, nullable ints, objects holding numbers or None; pandas' string dtype: the
+    inputs of the float64 and object columns MLflow's schema passes on."""
+    want = model_inputs(
+        pd.DataFrame(
+            {
+                "item_id": ["i1", "i2", "i1"],
+                "user_id": ["u1", None, "u1"],
+                "price": [20.0, np.nan, 3.0],
+                "position": [1.0, 2.0, np.nan],
+                "query": ["red shoes", None, "red shoes"],
+            }
+        ),
+        store,
+    )[0]
+    for other in (
+        {"price": [20, None, 3], "position": pd.array([1, 2, None], dtype="Int64")},
+        {"price": np.array([20, None, 3.0], dtype=object), "position": [1.0, 2.0, None]},
+        {
+            "user_id": pd.array(["u1", None, "u1"], dtype="string"),
+            "query": pd.array(["red shoes", None, "red shoes"], dtype="string"),
+        },
+    ):
+        raw = pd.DataFrame(
+            {
+                "item_id": ["i1", "i2", "i1"],
+                "user_id": ["u1", None, "u1"],
+                "price": [20.0, np.nan, 3.0],
+                "position": [1.0, 2.0, np.nan],
+                "query": ["red shoes", None, "red shoes"],
+                "extra": ["ignored", "ignored", "ignored"],
+                **other,
+            }
+        )
+        got = model_inputs(raw, store)[0]
+        for name, values in want.items():
+            np.testing.assert_array_equal(got[name], values, err_msg=f"{name} {list(other)}")
+
+
+def test_columns_are_read_the_public_way_where_pandas_lacks_its_own(store, monkeypatch):
+    raw = pd.DataFrame(
+        {
+            "user_id": pd.array(["u1", None], dtype="string"),
+            "item_id": ["i1", "i_new"],
+            "position": pd.array([3, None], dtype="Int64"),
+            "price": [np.nan, 5.0],
+        }
+    )
+    want = model_inputs(raw, store)[0]
+    monkeypatch.delattr(pd.DataFrame, "_get_column_array")
+    for name, values in model_inputs(raw, store)[0].items():
+        np.testing.assert_array_equal(values, want[name], err_msg=name)
+
+
+def test_score_checks_the_request_and_scores_as_predict(store):
+    """The in-process path: the same inputs as predict, the same check, its errors naming
+    the column; nothing but the rows' scores comes back."""
+    from serving.model import RankerModel
+
+    class Scorer:  # one score per row from its inputs: any input that differs shows
+        def predict(self, inputs):
+            return np.hstack([v.reshape(len(v), -1) for v in inputs.values()]).sum(axis=1)
+
+    model = RankerModel()
+    model.store, model.scorer = store, Scorer()
+    raw = pd.DataFrame(
+        {"user_id": ["u1", "u1", None], "item_id": ["i1", "i2", "i1"], "position": [1.0, 2, 3]}
+    )
+    scores = model.score(raw)
+    assert scores.shape == (3,) and scores[0] != scores[1]
+    assert scores.tobytes() == model.predict(None, raw).tobytes()
+    with pytest.raises(ValueError, match="lack the column 'item_id'"):
+        model.score(raw.drop(columns="item_id"))
+    with pytest.raises(ValueError, match="'position': row 0 is not a number"):
+        model.score(raw.assign(position=["first", 2, 3]))
+    with pytest.raises(ValueError, match="'user_id' has dtype int64"):
+        model.score(raw.assign(user_id=[1, 2, 3]))
 
 
 def test_a_store_behind_the_model_is_refused_and_a_newer_night_is_picked_up(store, tmp_path):
@@ -209,6 +317,34 @@ def test_ids_held_in_memory_give_the_same_inputs_as_sqlite(tmp_path):
     stats = held.stats()
     assert 0 < stats["from_memory"] < stats["looked_up"]  # held some ids, dropped others
     assert sqlite_only.stats()["from_memory"] == 0
+
+
+def test_a_batch_of_many_users_gives_each_row_the_inputs_of_its_own_request(tmp_path):
+    """One user's request looks its pairs up by dict, a batch of users by a sorted search:
+    the same values, with the request's categories or the store's."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "store.sqlite"
+    online.load(path, shop_tables(30, rng), "2026-11-20")
+    store = online.OnlineStore(path)
+    n = 400
+    raw = pd.DataFrame(
+        {
+            "user_id": rng.choice([*(f"u{k}" for k in range(35)), None], n),
+            "item_id": rng.choice([f"i{k}" for k in range(36)], n),
+            "category": rng.choice([*(f"c{k}" for k in range(8)), None, None, None], n),
+        }
+    )
+    for catalog in (True, False):
+        rows = raw if catalog else raw.drop(columns="category")
+        batch = model_inputs(rows, store)[0]
+        guests = rows["user_id"].isna()
+        for user in rows["user_id"].dropna().unique():  # a user's rows, and the guests'
+            request = rows[(rows["user_id"] == user) | guests]
+            one = model_inputs(request, store)[0]
+            for name, values in one.items():
+                np.testing.assert_array_equal(batch[name][request.index], values, err_msg=name)
+        affinity = batch["dense"][:, features.DENSE_FEATURES.index("user_category_affinity")]
+        assert (affinity > 0).sum() > 20  # pairs were found
 
 
 def test_the_signature_lists_the_request_columns_and_requires_only_item_id():

@@ -90,6 +90,17 @@ def test_the_served_version_scores_held_out_rows_as_evaluate_does(world, tmp_pat
     assert model.model_config["state_as_of"] == DAYS[1]
     in_process = np.asarray(model.predict(raw), np.float32).ravel()
     assert np.abs(in_process - expected).max() <= 1e-5
+    # The in-process path without MLflow's schema enforcement: the same scores, bit for bit,
+    # on these rows and on rows of guests, new items and no query.
+    scored = model.unwrap_python_model().score(raw)
+    assert scored.dtype == np.float32 and scored.tobytes() == in_process.tobytes()
+    other = raw.assign(
+        user_id=raw["user_id"].where(raw.index % 3 != 0, None),
+        item_id=raw["item_id"].where(raw.index % 5 != 0, "i-launched-today"),
+        query=None,
+    )
+    served = np.asarray(model.predict(other), np.float32).ravel()
+    assert model.unwrap_python_model().score(other).tobytes() == served.tobytes()
     with model_server(uri, s.tracking_uri, tmp_path / "serve.log") as url:
         served = invoke(url, raw)
     assert np.abs(served - expected).max() <= 1e-5
