@@ -64,7 +64,7 @@ down:
 # Benchmarks write JSON (and plots) under var/bench/; `make bench` runs them all (hours:
 # the freshness run alone takes about 2 h on 2 cores), or run one at a time.
 bench: bench-compression bench-training bench-preprocess bench-freshness bench-ids bench-real \
-	bench-ablation bench-serving bench-intraday
+	bench-ablation bench-serving bench-intraday bench-cluster-training
 
 bench-compression: setup
 	$(BIN)/python -m benchmarks.compression --out var/bench
@@ -93,6 +93,10 @@ bench-serving: setup
 
 bench-intraday: setup
 	$(BIN)/python -m benchmarks.intraday --out var/bench
+
+# Training as a Spark barrier stage on a local standalone cluster vs one local worker.
+bench-cluster-training: setup
+	$(BIN)/python -m benchmarks.cluster_training --out var/bench
 
 bench-ids: setup
 	$(BIN)/python -m benchmarks.ids --out var/bench

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -293,6 +294,15 @@ def _callbacks(k, backup_dir: Path, save_freq, worker_index: int, started_at: di
 
         callbacks.append(KillSelf())
     return callbacks
+
+
+PROGRESS = re.compile(r"progress: epoch (\d+) step (\d+) done")
+
+
+def last_progress(log_text: str, steps_per_epoch: int) -> int:
+    """Global step of the last progress line in a worker's log text (0 when none)."""
+    found = PROGRESS.findall(log_text)
+    return int(found[-1][0]) * steps_per_epoch + int(found[-1][1]) if found else 0
 
 
 def progress_every(steps: int, cfg: TrainSettings) -> int:

@@ -137,6 +137,26 @@ def kill_group_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str
     proc.wait()
 
 
+def executor_of_worker(out_dir: Path, index: int):
+    """The Spark executor JVM (a ``psutil.Process``) whose barrier task runs MWMS worker
+    ``index`` of the cluster training writing to ``out_dir``; None while there is none."""
+    import psutil
+
+    spec = str(Path(out_dir) / "workers" / "spec.json")
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if spec not in " ".join(proc.info["cmdline"] or []):
+                continue
+            if f'"index": {index}' not in proc.environ().get("TF_CONFIG", ""):
+                continue
+            for parent in proc.parents():
+                if "CoarseGrainedExecutorBackend" in " ".join(parent.cmdline()):
+                    return parent
+        except psutil.Error:
+            continue
+    return None
+
+
 def with_file_size_limit(limit: int) -> Callable[[], None]:
     """A ``preexec_fn``: writes past ``limit`` bytes fail with EFBIG (SIGXFSZ ignored)."""
 

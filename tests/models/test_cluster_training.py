@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from core.layout import Layout
@@ -27,8 +26,10 @@ from core.settings import REPO_ROOT, world_env
 from jobs.spark import _master_status, start_standalone_cluster
 from models import ranker
 from models.cluster import is_cluster, spark_conf
+from models.fit import last_progress
 from models.metrics import auc
 from models.train import finetune
+from ops.faults import executor_of_worker
 
 from .conftest import make_examples, write_day
 
@@ -135,33 +136,6 @@ def test_two_executors_train_together_as_well_as_one_local_worker(cluster, day, 
     assert not (layout.candidate_dir(D1) / "backup").exists()
 
 
-def _executor_of_worker(spec: Path, index: int) -> psutil.Process | None:
-    """The executor JVM whose task started MWMS worker ``index`` of the run of ``spec``."""
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if str(spec) not in " ".join(proc.info["cmdline"] or []):
-                continue
-            if f'"index": {index}' not in proc.environ().get("TF_CONFIG", ""):
-                continue
-            for parent in proc.parents():
-                if "CoarseGrainedExecutorBackend" in " ".join(parent.cmdline()):
-                    return parent
-        except psutil.Error:
-            continue
-    return None
-
-
-def _progress(log_text: str, steps: int) -> int:
-    """Global step of the last progress line of a worker's log (0 when none)."""
-    last = 0
-    for line in log_text.splitlines():
-        if "progress: epoch" in line:
-            words = line.split()
-            epoch, step = int(words[words.index("epoch") + 1]), int(words[words.index("step") + 1])
-            last = epoch * steps + step
-    return last
-
-
 @pytest.mark.slow
 def test_an_executor_killed_mid_training_restarts_the_stage_which_resumes(cluster, day, tmp_path):
     s, layout = day
@@ -170,7 +144,7 @@ def test_an_executor_killed_mid_training_restarts_the_stage_which_resumes(cluste
         s, tmp_path, cluster.master_url, workers=2, retrain_epochs=epochs, backup_every_steps=every
     )
     out = layout.candidate_dir(D1)
-    spec, chief_log = out / "workers" / "spec.json", out / "workers" / "worker-0.log"
+    chief_log = out / "workers" / "worker-0.log"
     proc = subprocess.Popen(
         cli(), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -180,7 +154,7 @@ def test_an_executor_killed_mid_training_restarts_the_stage_which_resumes(cluste
             # Kill once a backup exists and the run is into its second epoch.
             if list((out / "backup").glob("*/chief/checkpoint")) and chief_log.exists():
                 if "progress: epoch 1 " in chief_log.read_text(errors="replace"):
-                    executor = _executor_of_worker(spec, 1)
+                    executor = executor_of_worker(out, 1)
                     if executor is not None:
                         executor.send_signal(signal.SIGKILL)
                         killed = time.monotonic()
@@ -199,7 +173,7 @@ def test_an_executor_killed_mid_training_restarts_the_stage_which_resumes(cluste
     resumed_at = done["resumed_from_epoch"] * steps + done["resumed_from_step"]
     assert resumed_at >= steps  # not from the start: from the backup, in the second epoch
     # The kill cost at most one backup interval: the steps done since the last backup.
-    assert 0 <= _progress(at_kill, steps) - resumed_at <= every, (at_kill[-500:], resumed_at)
+    assert 0 <= last_progress(at_kill, steps) - resumed_at <= every, (at_kill[-500:], resumed_at)
     # The optimizer did exactly the steps of one uninterrupted run: no batch twice, none lost.
     assert iterations(done["model_path"]) == epochs * steps
     assert holdout_auc(layout, done["model_path"]) > 0.7
