@@ -17,7 +17,8 @@ export GIT_PYTHON_REFRESH := quiet
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup java demo test test-fast lint format soak bench bench-compression bench-training bench-preprocess \
-	bench-freshness bench-ids bench-real bench-ablation bench-serving bench-intraday chaos up down clean
+	bench-freshness bench-ids bench-real bench-ablation bench-serving bench-intraday \
+	bench-cluster-training chaos up down clean
 setup: java $(VENV)/.installed
 
 java:
