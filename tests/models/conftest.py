@@ -126,3 +126,15 @@ def small_train_settings(settings):
             settings.train, embedding_dim=8, hidden_units=(16, 8), batch_size=256, retrain_epochs=4
         ),
     )
+
+
+TRAINING_DAY = "2026-11-20"
+
+
+@pytest.fixture
+def day(small_train_settings):
+    """The small settings and a layout holding one day (``TRAINING_DAY``) of 6,000 examples."""
+    s = small_train_settings
+    layout = Layout(s.data_root)
+    write_day(layout, TRAINING_DAY, make_examples(6000, seed=1, items=range(0, 150)))
+    return s, layout

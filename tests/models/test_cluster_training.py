@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from core.layout import Layout
 from core.settings import REPO_ROOT, world_env
 from jobs.spark import _master_status, start_standalone_cluster
 from models import ranker
@@ -31,9 +30,9 @@ from models.metrics import auc
 from models.train import finetune
 from ops.faults import executor_of_worker
 
-from .conftest import make_examples, write_day
+from .conftest import TRAINING_DAY
 
-D1 = "2026-11-20"
+D1 = TRAINING_DAY
 
 
 def test_which_masters_run_training_on_a_cluster(settings):
@@ -54,14 +53,6 @@ def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("spark-cluster")
     with start_standalone_cluster(work, cores=2, memory="2g") as running:
         yield running
-
-
-@pytest.fixture
-def day(small_train_settings):
-    s = small_train_settings
-    layout = Layout(s.data_root)
-    write_day(layout, D1, make_examples(6000, seed=1, items=range(0, 150)))
-    return s, layout
 
 
 def train_env(s, tmp_path: Path, master: str, **train) -> dict[str, str]:

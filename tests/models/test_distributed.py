@@ -31,22 +31,14 @@ from models.fit import (
 from models.metrics import auc
 from models.train import finetune
 
-from .conftest import make_examples, write_day
+from .conftest import TRAINING_DAY, make_examples, write_day
 
 pytestmark = pytest.mark.slow
-D0, D1 = "2026-11-19", "2026-11-20"
+D0, D1 = "2026-11-19", TRAINING_DAY
 OLD_SUMMARY_KEYS = {
     "ds", "strategy", "base_model", "days", "rows", "click_rate", "epochs", "final_loss",
     "final_auc", "model_path", "seconds",
 }  # fmt: skip
-
-
-@pytest.fixture
-def day(small_train_settings):
-    s = small_train_settings
-    layout = Layout(s.data_root)
-    write_day(layout, D1, make_examples(6000, seed=1, items=range(0, 150)))
-    return s, layout
 
 
 def _holdout_auc(layout, model_path) -> float:
