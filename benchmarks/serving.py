@@ -14,7 +14,8 @@ search service gets it (``mlflow.pyfunc.load_model("models:/ranker@champion")``)
   store held in memory); ``uncached_*``: the same with every id from SQLite;
   ``pyfunc_*``: the same requests through ``load_model(uri).predict(df)`` (MLflow's
   pyfunc wrapper: schema enforcement first); each request a new frame, as a service builds;
-* ``rows_per_second_raw_batched``: one call with ``--batch-rows`` raw rows of many users;
+* ``rows_per_second_raw_batched``: one ``score`` call with ``--batch-rows`` raw rows of many
+  users (best of 3); ``pyfunc_rows_per_second_raw_batched``: the same through ``predict``;
 * ``http_p99_ms_100_raw``: the same requests through ``mlflow models serve`` (one worker);
 * ``max_abs_score_diff_vs_evaluate``: served scores of the last day's held-out rows (sent
   raw: ids, query, price, position, the item's catalog fields) against the int8 model on the
@@ -218,9 +219,19 @@ def measure(settings, requests: int, batch_rows: int, tmp: Path) -> dict:
     big = pd.concat(requests_of_100(layout, day, batch_rows // 100, seed=1), ignore_index=True)
     big["user_id"] = big["user_id"].to_numpy()[np.random.default_rng(2).permutation(len(big))]
     model.predict(big.head(1000))
-    started = time.perf_counter()
-    model.predict(big)
-    rows_per_second = len(big) / (time.perf_counter() - started)
+
+    def rows_per_second_of(call) -> float:
+        """Best of 3 calls (throughput: the machine's slowest moments are not the code's)."""
+        best = float("inf")
+        for _ in range(3):
+            frame = big.copy()
+            started = time.perf_counter()
+            call(frame)
+            best = min(best, time.perf_counter() - started)
+        return len(big) / best
+
+    rows_per_second = rows_per_second_of(python_model.score)
+    pyfunc_rows_per_second = rows_per_second_of(model.predict)
     log.info("in process: score %s, pyfunc predict %s; rows/s batched %.0f",
              in_process, pyfunc, rows_per_second)  # fmt: skip
     with model_server(uri, settings.tracking_uri, tmp / "serve.log") as url:
@@ -235,6 +246,7 @@ def measure(settings, requests: int, batch_rows: int, tmp: Path) -> dict:
         uncached_p50_ms_100_raw=uncached["p50"],
         uncached_p99_ms_100_raw=uncached["p99"],
         rows_per_second_raw_batched=rows_per_second,
+        pyfunc_rows_per_second_raw_batched=pyfunc_rows_per_second,
         batch_rows=len(big),
         http_p50_ms_100_raw=http["p50"],
         http_p99_ms_100_raw=http["p99"],
