@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -84,36 +83,22 @@ def train_on_cluster(world: Path, ds: str, master: str, workers: int, kill=None)
     return summary
 
 
-def kill_executor_when_training(out_dir: Path, deadline_s: float = 900):
+def kill_executor_when_training(out_dir: Path):
     """A ``kill`` for :func:`train_on_cluster`: SIGKILL the executor JVM of worker 1 once a
     backup exists and the chief logs progress in epoch ``KILL_AFTER_EPOCH``; returns the
     chief's log text at that moment."""
-    from ops.faults import executor_of_worker
+    from ops.faults import kill_executor_in_epoch
 
     chief_log = Path(out_dir) / "workers" / "worker-0.log"
-    mark = f"progress: epoch {KILL_AFTER_EPOCH} "
     # The log is appended to by every run into this directory: read this run's part only.
-    offset = chief_log.stat().st_size if chief_log.exists() else 0
-
-    def this_run() -> str:
-        if not chief_log.exists():
-            return ""
-        with open(chief_log, "rb") as fh:
-            fh.seek(offset)
-            return fh.read().decode("utf-8", "replace")
+    since = chief_log.stat().st_size if chief_log.exists() else 0
 
     def kill(proc: subprocess.Popen) -> dict:
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline and proc.poll() is None:
-            backed_up = list((Path(out_dir) / "backup").glob("*/chief/checkpoint"))
-            if backed_up and mark in this_run():
-                executor = executor_of_worker(out_dir, 1)
-                if executor is not None:
-                    executor.send_signal(signal.SIGKILL)
-                    say(f"killed executor pid {executor.pid} (worker 1's)")
-                    return {"at": time.time(), "log": this_run()}
-            time.sleep(0.05)
-        raise RuntimeError("the run ended before its executor could be killed")
+        text = kill_executor_in_epoch(proc, out_dir, KILL_AFTER_EPOCH, since)
+        if text is None:
+            raise RuntimeError("the run ended before its executor could be killed")
+        say("killed worker 1's executor")
+        return {"at": time.time(), "log": text}
 
     return kill
 

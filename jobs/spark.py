@@ -91,6 +91,11 @@ def get_spark(
 
 
 # --- master URLs ------------------------------------------------------------------------
+def is_local_master(master: str) -> bool:
+    """``local``, ``local[2]``, ``local[*]``...: Spark in this process, no executors."""
+    return re.fullmatch(r"local(\[[^\]]*\])?", master.strip()) is not None
+
+
 def spark_master_from_connection(conn) -> str:
     """Master URL of an Airflow Spark connection, or of a mapping with ``host``/``port``.
 
@@ -105,7 +110,7 @@ def spark_master_from_connection(conn) -> str:
     host = (host or "").strip()
     if not host:
         raise ValueError("the Spark connection has no host (e.g. spark://127.0.0.1)")
-    if host == "yarn" or re.fullmatch(r"local(\[[^\]]*\])?", host):
+    if host == "yarn" or is_local_master(host):
         return host
     if port in ("", None):
         port = None
@@ -175,10 +180,10 @@ def submit_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 # --- a standalone cluster on this machine ---------------------------------------------------
-def free_port() -> int:
-    """A TCP port free on the loopback address right now."""
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port free on ``host`` (an address of this machine) right now, chosen by the OS."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 

@@ -32,10 +32,10 @@ each other over TCP on ports the OS picks when the stage starts (one per worker)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
-import socket
 import threading
 import time
 import uuid
@@ -43,6 +43,7 @@ from pathlib import Path
 
 from core.layout import Layout
 from core.settings import PreprocessSettings, TrainSettings, defaults
+from jobs.spark import free_port, get_spark, is_local_master
 from models import fit
 from models.distributed import (
     WorkerFailed,
@@ -67,7 +68,7 @@ class ClusterTooSmall(RuntimeError):
 
 def is_cluster(master: str | None) -> bool:
     """True for a master that places work on a cluster's executors (not ``local[...]``)."""
-    return bool(master) and not re.fullmatch(r"local(\[[^\]]*\])?", master.strip())
+    return bool(master) and not is_local_master(master)
 
 
 def spark_conf(cfg: TrainSettings, workers: int) -> dict[str, str]:
@@ -112,13 +113,6 @@ def wait_for_slots(sc, workers: int, wait_s: float, master: str) -> int:
     return slots
 
 
-def free_port_on(host: str) -> int:
-    """A TCP port free on ``host`` (this machine's address) right now, chosen by the OS."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host if host != "localhost" else "127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def barrier_worker(spec_path: str, timeout_s: float, _partition):
     """One task of the barrier stage (runs on an executor): start MWMS worker ``i`` and wait.
 
@@ -130,10 +124,10 @@ def barrier_worker(spec_path: str, timeout_s: float, _partition):
     ctx = BarrierTaskContext.get()
     index = ctx.partitionId()
     host = ctx.getTaskInfos()[index].address.rsplit(":", 1)[0]
-    addresses = ctx.allGather(f"{host}:{free_port_on(host)}")
+    addresses = ctx.allGather(f"{host}:{free_port(host)}")
     spec = Path(spec_path)
     log_path = spec.parent / f"worker-{index}.log"
-    proc = start_worker(spec, addresses, index, log_path, threads=ctx.cpus())
+    proc = start_worker(spec, addresses, index, log_path)
     try:
         code = proc.wait(timeout=timeout_s)
     except BaseException:  # the time limit, or Spark interrupting the task
@@ -153,10 +147,6 @@ def barrier_worker(spec_path: str, timeout_s: float, _partition):
 def cluster_session(master: str, cfg: TrainSettings, workers: int, pre: PreprocessSettings):
     """The SparkSession of this process on ``master``; refuses one already running elsewhere
     (a process has one SparkContext: e.g. a local preprocessing session)."""
-    import dataclasses
-
-    from jobs.spark import get_spark
-
     pre = dataclasses.replace(pre, spark_master=master)
     spark = get_spark(pre, app_name=APP_NAME, conf=spark_conf(cfg, workers))
     running = spark.sparkContext.master
@@ -197,6 +187,7 @@ def train_on_cluster(
     spark = cluster_session(master, cfg, workers, pre or defaults().preprocess)
     sc = spark.sparkContext
     slots = wait_for_slots(sc, workers, cfg.cluster_wait_s, master)
+    # Each worker's TensorFlow gets its executor's cores (spark.task.cpus).
     threads = cfg.cores_per_worker
     spec_path = write_spec(layout, ds, strategy, base_model, out_dir, cfg, workers, threads)
     log.info(

@@ -245,11 +245,11 @@ def write_spec(layout, ds, strategy, base_model, out_dir, cfg, workers, threads=
 
 
 def start_worker(
-    spec_path: Path, addresses: list[str], index: int, log_path: Path, threads: int = 0
+    spec_path: Path, addresses: list[str], index: int, log_path: Path
 ) -> subprocess.Popen:
     """Start worker ``index`` of ``addresses`` (``python -m models.distributed worker``) in its
     own process group, appending to ``log_path``; it dies with this process
-    (``PR_SET_PDEATHSIG``). ``threads`` > 0 overrides the spec's TensorFlow threads."""
+    (``PR_SET_PDEATHSIG``)."""
     env = {
         **os.environ,
         "TF_CONFIG": tf_config(addresses, index),
@@ -261,8 +261,6 @@ def start_worker(
         SUPERVISOR_ENV: str(os.getpid()),
     }
     argv = [sys.executable, "-m", "models.distributed", "worker", "--spec", str(spec_path)]
-    if threads:
-        argv += ["--threads", str(threads)]
     with open(log_path, "a") as fh:
         fh.write(
             f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} worker {index}/{len(addresses)} "
@@ -364,7 +362,6 @@ def main(argv=None) -> int:
     worker.add_argument("--strategy", default="full", choices=fit.STRATEGIES[1:])
     worker.add_argument("--base", help="model.keras to warm-start from")
     worker.add_argument("--config")
-    worker.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s"
@@ -381,7 +378,7 @@ def main(argv=None) -> int:
             spec["base_model"],
             Path(spec["out_dir"]),
             _train_settings(spec["train"]),
-            args.threads or spec.get("threads", 0),
+            spec.get("threads", 0),
         )
         print(json.dumps(result))
         return 0

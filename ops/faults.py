@@ -157,6 +157,40 @@ def executor_of_worker(out_dir: Path, index: int):
     return None
 
 
+def kill_executor_in_epoch(
+    proc: subprocess.Popen,
+    out_dir: Path,
+    epoch: int,
+    since: int = 0,
+    worker: int = 1,
+    deadline_s: float = 900.0,
+) -> str | None:
+    """While ``proc`` trains on a Spark cluster into ``out_dir``: SIGKILL the executor JVM of
+    MWMS worker ``worker`` once a backup exists and the chief logs progress in ``epoch``
+    (0-based). The chief's log is read from byte ``since`` on (earlier runs into the same
+    directory append to it). Returns that part of the log at the kill; None when the run
+    ended, or ``deadline_s`` passed, first."""
+    chief_log = Path(out_dir) / "workers" / "worker-0.log"
+    mark = f"progress: epoch {epoch} "
+
+    def this_run() -> str:
+        if not chief_log.exists():
+            return ""
+        with open(chief_log, "rb") as fh:
+            fh.seek(since)
+            return fh.read().decode("utf-8", "replace")
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list((Path(out_dir) / "backup").glob("*/chief/checkpoint")) and mark in this_run():
+            executor = executor_of_worker(out_dir, worker)
+            if executor is not None:
+                executor.send_signal(signal.SIGKILL)
+                return this_run()
+        time.sleep(0.05)
+    return None
+
+
 def with_file_size_limit(limit: int) -> Callable[[], None]:
     """A ``preexec_fn``: writes past ``limit`` bytes fail with EFBIG (SIGXFSZ ignored)."""
 

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from models.cluster import is_cluster, spark_conf
 from models.fit import last_progress
 from models.metrics import auc
 from models.train import finetune
-from ops.faults import executor_of_worker
+from ops.faults import kill_executor_in_epoch
 
 from .conftest import TRAINING_DAY
 
@@ -135,24 +134,13 @@ def test_an_executor_killed_mid_training_restarts_the_stage_which_resumes(cluste
         s, tmp_path, cluster.master_url, workers=2, retrain_epochs=epochs, backup_every_steps=every
     )
     out = layout.candidate_dir(D1)
-    chief_log = out / "workers" / "worker-0.log"
     proc = subprocess.Popen(
         cli(), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        deadline, killed = time.monotonic() + 240, None
-        while time.monotonic() < deadline and proc.poll() is None:
-            # Kill once a backup exists and the run is into its second epoch.
-            if list((out / "backup").glob("*/chief/checkpoint")) and chief_log.exists():
-                if "progress: epoch 1 " in chief_log.read_text(errors="replace"):
-                    executor = executor_of_worker(out, 1)
-                    if executor is not None:
-                        executor.send_signal(signal.SIGKILL)
-                        killed = time.monotonic()
-                        break
-            time.sleep(0.05)
-        assert killed is not None, "the run ended or hung before it could be killed"
-        at_kill = chief_log.read_text(errors="replace")
+        # Kill once a backup exists and the run is into its second epoch.
+        at_kill = kill_executor_in_epoch(proc, out, epoch=1, deadline_s=240)
+        assert at_kill is not None, "the run ended or hung before it could be killed"
         stdout, stderr = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
